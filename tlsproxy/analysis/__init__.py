@@ -1,0 +1,1 @@
+"""Sans-IO analysis of decoded TLS traffic: tracking, findings and diagnosis."""

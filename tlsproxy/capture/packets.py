@@ -1,0 +1,356 @@
+"""Link, IP and TCP header decoding: one captured frame in, one ``TcpSegment`` (or ``None``) out.
+
+Only what TCP reassembly needs is decoded.  Link types: Ethernet with any number of 802.1Q/802.1ad
+tags (1), Linux cooked capture v1 and v2 (113, 276), raw IP (101, and the platform-specific DLT_RAW
+values 12 and 14, plus 228/229), BSD loopback/null (0, 108).  IPv4 with options; fragments other
+than the first are skipped (no IP reassembly: TCP over fragmented IP is rare and mostly an attack);
+IPv6 with extension headers skipped.  Anything that is not TCP gives ``None``.
+
+Nothing here raises on short input: a frame whose TCP header was captured but not all of its
+payload (snaplen, or a first IP fragment) gives a segment with ``truncated=True`` whose
+``length`` is the payload length the IP header announced; a frame too short to hold the TCP header
+gives ``None`` and is counted in ``PacketDecoder.stats``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from tlsproxy.capture.pcap import RawPacket
+
+__all__ = ["TcpSegment", "PacketDecoder", "DecodeStats", "parse_tcp_options", "format_endpoint",
+           "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
+
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+
+_FLAG_NAMES = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "ACK"), (URG, "URG"),
+               (ECE, "ECE"), (CWR, "CWR"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TcpSegment:
+    """One TCP segment as captured.
+
+    ``payload`` holds the captured payload bytes; ``length`` is the payload length on the wire
+    (from the IP header).  They differ only when ``truncated`` is set.  ``options`` is the raw
+    option bytes (see ``parse_tcp_options``).
+    """
+
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    seq: int
+    ack: int
+    flags: int
+    window: int
+    payload: bytes
+    length: int
+    timestamp: float
+    truncated: bool = False
+    options: bytes = b""
+
+    @property
+    def syn(self) -> bool:
+        return bool(self.flags & SYN)
+
+    @property
+    def fin(self) -> bool:
+        return bool(self.flags & FIN)
+
+    @property
+    def rst(self) -> bool:
+        return bool(self.flags & RST)
+
+    @property
+    def psh(self) -> bool:
+        return bool(self.flags & PSH)
+
+    @property
+    def has_ack(self) -> bool:
+        """The ACK flag (named so as not to clash with the ``ack`` number)."""
+        return bool(self.flags & ACK)
+
+    @property
+    def flag_names(self) -> str:
+        return ",".join(name for bit, name in _FLAG_NAMES if self.flags & bit) or "none"
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    """Why frames did not become segments (a capture analyser reports these)."""
+
+    frames: int = 0
+    tcp: int = 0
+    not_ip: int = 0
+    not_tcp: int = 0
+    fragments: int = 0
+    too_short: int = 0
+    unknown_linktype: int = 0
+    truncated: int = 0
+    linktypes: set[int] = field(default_factory=set)
+
+
+def format_endpoint(endpoint: tuple[str, int]) -> str:
+    """``10.0.0.1:443`` or ``[2001:db8::1]:443``."""
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_tcp_options(options: bytes) -> list[tuple[int, bytes]]:
+    """Split raw TCP options into ``(kind, value)`` pairs; stops quietly at a malformed option."""
+    out: list[tuple[int, bytes]] = []
+    i, n = 0, len(options)
+    while i < n:
+        kind = options[i]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-operation
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        size = options[i + 1]
+        if size < 2 or i + size > n:
+            break
+        out.append((kind, options[i + 2:i + size]))
+        i += size
+    return out
+
+
+_ETH_TYPE = struct.Struct("!H")
+_IPV4 = struct.Struct("!BxHxxHxB")  # ver_ihl, total length, flags+fragment offset, protocol
+_IPV6 = struct.Struct("!4xHBB")  # payload length, next header, hop limit
+_TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
+_U32_LE = struct.Struct("<I")
+_U32_BE = struct.Struct(">I")
+
+_ETHERTYPE_IPV4 = 0x0800
+_ETHERTYPE_IPV6 = 0x86DD
+_VLAN_TAGS = frozenset((0x8100, 0x88A8, 0x9100, 0x9200))
+
+# IPv6 extension headers laid out as (next header, length in 8-octet units - 1, ...).
+_IPV6_EXT = frozenset((0, 43, 60, 135, 139, 140, 253, 254))
+_IPV6_FRAGMENT = 44
+_IPV6_AH = 51
+
+# BSD loopback "address family" values for IPv6 differ per OS (Linux 10, NetBSD/OpenBSD 24,
+# FreeBSD 28, Darwin 30); IPv4 is 2 everywhere.
+_AF_INET6 = frozenset((10, 24, 28, 30))
+
+_LT_NULL, _LT_ETHERNET, _LT_RAW_A, _LT_RAW_B, _LT_RAW, _LT_LOOP = 0, 1, 12, 14, 101, 108
+_LT_SLL, _LT_IPV4, _LT_IPV6, _LT_SLL2 = 113, 228, 229, 276
+
+
+class PacketDecoder:
+    """Turns ``RawPacket``s into ``TcpSegment``s, keeping counters of what was skipped.
+
+    Address strings are cached (bounded) because formatting an address costs more than decoding
+    the whole header.
+    """
+
+    # A capture of a busy network sees many hosts; beyond this many we start over rather than grow.
+    _ADDR_CACHE_MAX = 65_536
+
+    def __init__(self) -> None:
+        self.stats = DecodeStats()
+        self._addr4: dict[bytes, str] = {}
+        self._addr6: dict[bytes, str] = {}
+
+    def decode(self, packet: RawPacket) -> TcpSegment | None:
+        return self.decode_frame(packet.linktype, packet.data, packet.timestamp,
+                                 packet.caplen < packet.origlen)
+
+    def decode_frame(self, linktype: int, data: bytes, timestamp: float,
+                     truncated: bool = False) -> TcpSegment | None:
+        """Decode one frame of the given link type; ``truncated`` says the capture cut it short."""
+        stats = self.stats
+        stats.frames += 1
+        n = len(data)
+        if linktype == _LT_ETHERNET:
+            if n < 14:
+                stats.too_short += 1
+                return None
+            off = 12
+            (etype,) = _ETH_TYPE.unpack_from(data, off)
+            while etype in _VLAN_TAGS:
+                off += 4
+                if n < off + 2:
+                    stats.too_short += 1
+                    return None
+                (etype,) = _ETH_TYPE.unpack_from(data, off)
+            off += 2
+            if etype == _ETHERTYPE_IPV4:
+                version = 4
+            elif etype == _ETHERTYPE_IPV6:
+                version = 6
+            else:
+                stats.not_ip += 1
+                return None
+        elif linktype in (_LT_RAW, _LT_RAW_A, _LT_RAW_B, _LT_IPV4, _LT_IPV6):
+            if n < 1:
+                stats.too_short += 1
+                return None
+            off = 0
+            version = data[0] >> 4
+        elif linktype == _LT_SLL:
+            if n < 16:
+                stats.too_short += 1
+                return None
+            (etype,) = _ETH_TYPE.unpack_from(data, 14)
+            off = 16
+            version = 4 if etype == _ETHERTYPE_IPV4 else 6 if etype == _ETHERTYPE_IPV6 else 0
+        elif linktype == _LT_SLL2:
+            if n < 20:
+                stats.too_short += 1
+                return None
+            (etype,) = _ETH_TYPE.unpack_from(data, 0)
+            off = 20
+            version = 4 if etype == _ETHERTYPE_IPV4 else 6 if etype == _ETHERTYPE_IPV6 else 0
+        elif linktype in (_LT_NULL, _LT_LOOP):
+            if n < 5:
+                stats.too_short += 1
+                return None
+            # The family is in the capturing host's byte order (null) or network order (loop);
+            # accept either rather than guess, then fall back on the IP version nibble.
+            le = _U32_LE.unpack_from(data, 0)[0]
+            be = _U32_BE.unpack_from(data, 0)[0]
+            off = 4
+            if le == 2 or be == 2:
+                version = 4
+            elif le in _AF_INET6 or be in _AF_INET6:
+                version = 6
+            else:
+                version = 0
+        else:
+            stats.unknown_linktype += 1
+            stats.linktypes.add(linktype)
+            return None
+
+        if version == 4:
+            if n < off + 20:
+                stats.too_short += 1
+                return None
+            ver_ihl, total, frag, proto = _IPV4.unpack_from(data, off)
+            if ver_ihl >> 4 != 4:
+                stats.not_ip += 1
+                return None
+            if proto != 6:
+                stats.not_tcp += 1
+                return None
+            if frag & 0x1FFF:  # not the first fragment: no TCP header here
+                stats.fragments += 1
+                return None
+            ihl = (ver_ihl & 0x0F) * 4
+            if ihl < 20:
+                stats.not_ip += 1
+                return None
+            # More fragments: this one holds only the start of the segment.
+            more_fragments = bool(frag & 0x2000)
+            if more_fragments:
+                stats.fragments += 1
+            src_b = data[off + 12:off + 16]
+            dst_b = data[off + 16:off + 20]
+            cache = self._addr4
+            src = cache.get(src_b)
+            if src is None:
+                src = self._cache(cache, src_b, socket.inet_ntoa(src_b))
+            dst = cache.get(dst_b)
+            if dst is None:
+                dst = self._cache(cache, dst_b, socket.inet_ntoa(dst_b))
+            ip_end = off + total
+            if total == 0:
+                # TCP segmentation offload writes 0 here on the sending host; trust the frame
+                # (then only the capture's own truncation flag can say bytes are missing).
+                ip_end = n
+            else:
+                truncated = more_fragments
+            off += ihl
+        elif version == 6:
+            if n < off + 40:
+                stats.too_short += 1
+                return None
+            plen, nxt, _hop = _IPV6.unpack_from(data, off)
+            src_b = data[off + 8:off + 24]
+            dst_b = data[off + 24:off + 40]
+            cache = self._addr6
+            src = cache.get(src_b)
+            if src is None:
+                src = self._cache(cache, src_b, socket.inet_ntop(socket.AF_INET6, src_b))
+            dst = cache.get(dst_b)
+            if dst is None:
+                dst = self._cache(cache, dst_b, socket.inet_ntop(socket.AF_INET6, dst_b))
+            if plen:
+                ip_end = off + 40 + plen
+                truncated = False  # decided below from the lengths, not from the frame
+            else:
+                ip_end = n  # 0: jumbogram (or offload); trust the frame
+            off += 40
+            while nxt != 6:
+                if nxt in _IPV6_EXT or nxt == _IPV6_AH or nxt == _IPV6_FRAGMENT:
+                    if n < off + 8:
+                        stats.too_short += 1
+                        return None
+                    if nxt == _IPV6_FRAGMENT:
+                        frag = (data[off + 2] << 8) | data[off + 3]
+                        if frag & 0xFFF8:
+                            stats.fragments += 1
+                            return None
+                        if frag & 1:
+                            truncated = True
+                            stats.fragments += 1
+                        size = 8
+                    elif nxt == _IPV6_AH:
+                        size = (data[off + 1] + 2) * 4
+                    else:
+                        size = (data[off + 1] + 1) * 8
+                    nxt = data[off]
+                    off += size
+                else:
+                    stats.not_tcp += 1
+                    return None
+        else:
+            stats.not_ip += 1
+            return None
+
+        # TCP
+        if n < off + 20:
+            stats.too_short += 1
+            return None
+        sport, dport, seq, ack, doff, flags, window = _TCP.unpack_from(data, off)
+        hlen = (doff >> 4) * 4
+        if hlen < 20:
+            stats.too_short += 1
+            return None
+        start = off + hlen
+        length = ip_end - start
+        if length < 0:
+            length = 0
+        if ip_end > n:
+            # Frame shorter than the IP header says: snaplen cut it (or it is damaged).
+            truncated = True
+            if start > n:
+                # The options were cut short: the payload position is still known, its bytes not.
+                payload = b""
+                options = data[off + 20:n]
+            else:
+                payload = data[start:n]
+                options = data[off + 20:start] if hlen > 20 else b""
+        else:
+            # ``ip_end`` trims Ethernet padding and trailers (FCS) off short frames.
+            payload = data[start:ip_end] if length else b""
+            options = data[off + 20:start] if hlen > 20 else b""
+            if len(payload) < length:  # header claims beyond the frame
+                truncated = True
+        if truncated:
+            stats.truncated += 1
+        stats.tcp += 1
+        return TcpSegment(src=(src, sport), dst=(dst, dport), seq=seq, ack=ack, flags=flags,
+                          window=window, payload=payload, length=length, timestamp=timestamp,
+                          truncated=truncated, options=options)
+
+    def _cache(self, cache: dict[bytes, str], key: bytes, value: str) -> str:
+        if len(cache) >= self._ADDR_CACHE_MAX:
+            cache.clear()
+        cache[key] = value
+        return value

@@ -1,0 +1,243 @@
+"""One core, three front ends: the live relay, capture files and saved sessions all hand bytes
+of a connection to a :class:`Pipeline`, which runs the wire parser and the analyzer for each
+connection and passes what they produce to the sinks.
+
+The pipeline is sans-IO too (times come in as arguments); it is the one place where a failure of
+the parser or the analyzer is contained: it becomes a finding on that connection, and the bytes
+(which the relay has already forwarded) are unaffected.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding, Severity
+from tlsproxy.analysis.tracker import AnalysisOptions, Tracker
+from tlsproxy.wire.connection import TLSConnection
+from tlsproxy.wire.events import Direction, Event
+
+_F = dict(frozen=True, slots=True, kw_only=True)
+
+
+@dataclass(**_F)
+class ConnectionInfo:
+    """Who talked to whom.  ``started`` is on the caller's clock (monotonic for the relay, capture
+    time for captures); ``wall_start`` is POSIX time, used for certificate validity checks."""
+
+    id: int
+    label: str = ""
+    mode: str = ""
+    client: tuple[str, int] | None = None
+    server: tuple[str, int] | None = None
+    target: str | None = None
+    started: float = 0.0
+    wall_start: float = 0.0
+
+
+@dataclass(**_F)
+class ConnectionEnd:
+    """How the connection ended: ``how`` is ``fin`` | ``reset`` | ``idle_timeout`` |
+    ``upstream_failed`` | ``refused`` | ``shutdown`` | ``error`` | ``capture_end`` (the capture
+    stops while it is open) | ``complete`` (both sides closed in a capture); ``by`` the side that
+    started it (``client`` | ``server`` | ``proxy`` | ``None``)."""
+
+    how: str
+    by: str | None
+    at: float
+    reason: str | None = None
+    bytes_c2s: int = 0
+    bytes_s2c: int = 0
+
+
+@dataclass(**_F)
+class ConnectionReport:
+    info: ConnectionInfo
+    end: ConnectionEnd
+    summary: ConnectionSummary
+    diagnosis: Diagnosis
+    findings: tuple[Finding, ...]
+
+
+@dataclass(**_F)
+class RunInfo:
+    """One run of the tool: a proxy session, an analysed capture, a replay."""
+
+    tool: str = "tlsproxy"
+    version: str = ""
+    command: str = ""  # run | analyze | replay | demo
+    source: str = ""  # capture or session file, for analyze/replay
+    listeners: tuple[dict, ...] = ()
+    started: float = 0.0  # POSIX time
+    keylog: str | None = None
+
+
+class Sink(Protocol):
+    """Consumes what the core produced; never feeds anything back."""
+
+    def run_started(self, run: RunInfo) -> None: ...
+    def connection_opened(self, info: ConnectionInfo) -> None: ...
+    def event(self, conn_id: int, seq: int, event: Event, findings: Sequence[Finding]) -> None: ...
+    def connection_closed(self, report: ConnectionReport) -> None: ...
+    def run_finished(self, run: RunInfo, ended: float) -> None: ...
+
+
+@dataclass(slots=True)
+class _Conn:
+    info: ConnectionInfo
+    wire: TLSConnection | None
+    tracker: Tracker
+    seq: int = 0
+    bytes: dict[Direction, int] = field(default_factory=lambda: {Direction.C2S: 0, Direction.S2C: 0})
+    eof: set[Direction] = field(default_factory=set)
+    broken: bool = False
+
+
+class Pipeline:
+    """Routes each connection's bytes through its own parser and tracker, then to the sinks."""
+
+    def __init__(self, sinks: Sequence[Sink], options: AnalysisOptions | None = None,
+                 decryptor_factory: object | None = None) -> None:
+        self.sinks = list(sinks)
+        self.options = options or AnalysisOptions()
+        self.decryptor_factory = decryptor_factory
+        self._conns: dict[int, _Conn] = {}
+        self.reports_count = 0
+        self.worst: Severity | None = None
+
+    # -- front-end API ----------------------------------------------------------------------
+
+    def run_started(self, run: RunInfo) -> None:
+        for sink in self.sinks:
+            sink.run_started(run)
+
+    def run_finished(self, run: RunInfo, ended: float) -> None:
+        for sink in self.sinks:
+            sink.run_finished(run, ended)
+
+    def open(self, info: ConnectionInfo) -> None:
+        decryptor = self.decryptor_factory() if callable(self.decryptor_factory) else None
+        wire = TLSConnection(decryptor=decryptor)  # type: ignore[arg-type]
+        tracker = Tracker(self.options, wall_start=info.wall_start, started=info.started)
+        self._conns[info.id] = _Conn(info=info, wire=wire, tracker=tracker)
+        for sink in self.sinks:
+            sink.connection_opened(info)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    def data(self, conn_id: int, direction: Direction, data: bytes, at: float) -> None:
+        conn = self._conns.get(conn_id)
+        if conn is None or not data:
+            return
+        conn.bytes[direction] += len(data)
+        if conn.broken or conn.wire is None:
+            return
+        try:
+            events = conn.wire.feed(direction, data, at=at)
+        except Exception as exc:  # noqa: BLE001 - contain a parser bug to this connection
+            self._internal_error(conn, "parser", exc, at)
+            return
+        self._dispatch(conn, events)
+
+    def eof(self, conn_id: int, direction: Direction, at: float) -> None:
+        conn = self._conns.get(conn_id)
+        if conn is None or direction in conn.eof:
+            return
+        conn.eof.add(direction)
+        if conn.broken or conn.wire is None:
+            return
+        try:
+            events = conn.wire.feed(direction, b"", at=at)
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(conn, "parser", exc, at)
+            return
+        self._dispatch(conn, events)
+
+    def gap(self, conn_id: int, direction: Direction, length: int, at: float) -> None:
+        conn = self._conns.get(conn_id)
+        if conn is None or conn.broken or conn.wire is None:
+            return
+        self._dispatch(conn, conn.wire.gap(direction, length, at=at))
+
+    def stalls(self, now: float) -> None:
+        """Live proxy: ask every open connection whether its handshake stopped moving."""
+        for conn in list(self._conns.values()):
+            if conn.broken:
+                continue
+            try:
+                findings = conn.tracker.stalled(now)
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error(conn, "analyzer", exc, now)
+                continue
+            if findings:
+                self._emit_findings(conn, findings)
+
+    def close(self, conn_id: int, end: ConnectionEnd) -> ConnectionReport | None:
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return None
+        end = ConnectionEnd(how=end.how, by=end.by, at=end.at, reason=end.reason,
+                            bytes_c2s=end.bytes_c2s or conn.bytes[Direction.C2S],
+                            bytes_s2c=end.bytes_s2c or conn.bytes[Direction.S2C])
+        try:
+            extra = conn.tracker.on_end(how=end.how, by=end.by, reason=end.reason, at=end.at)
+            if extra:
+                self._emit_findings(conn, extra)
+            diagnosis = conn.tracker.diagnose()
+            summary = conn.tracker.summary()
+        except Exception as exc:  # noqa: BLE001
+            self._internal_error(conn, "analyzer", exc, end.at)
+            diagnosis = Diagnosis(outcome="incomplete", certain=False, gave_up=None, step=None,
+                                  cause="The analyzer failed on this connection; see the internal error finding.")
+            summary = ConnectionSummary(outcome="incomplete", diagnosis=diagnosis.cause)
+        report = ConnectionReport(info=conn.info, end=end, summary=summary, diagnosis=diagnosis,
+                                  findings=tuple(conn.tracker.findings))
+        self.reports_count += 1
+        for f in report.findings:
+            if self.worst is None or f.severity > self.worst:
+                self.worst = f.severity
+        for sink in self.sinks:
+            sink.connection_closed(report)
+        return report
+
+    def close_all(self, how: str, at: float) -> None:
+        for conn_id in list(self._conns):
+            self.close(conn_id, ConnectionEnd(how=how, by=None, at=at))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _dispatch(self, conn: _Conn, events: list[Event]) -> None:
+        for event in events:
+            seq = conn.seq
+            conn.seq += 1
+            try:
+                findings = conn.tracker.on_event(seq, event)
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error(conn, "analyzer", exc, event.at)
+                findings = []
+            for sink in self.sinks:
+                sink.event(conn.info.id, seq, event, findings)
+            if conn.broken:
+                return
+
+    def _emit_findings(self, conn: _Conn, findings: list[Finding]) -> None:
+        for sink in self.sinks:
+            sink.event(conn.info.id, -1, None, findings)  # type: ignore[arg-type]
+
+    def _internal_error(self, conn: _Conn, where: str, exc: Exception, at: float) -> None:
+        conn.broken = True
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        finding = Finding(
+            code="INTERNAL_ERROR",
+            severity=Severity.warning,
+            title=f"tlsproxy's {where} failed on this connection",
+            detail=f"{tb}. Bytes were still relayed unchanged; only the analysis of this connection stopped.",
+            hints=("Please report this with the session file or capture.",),
+            at=at,
+        )
+        conn.tracker.add_finding(finding)
+        self._emit_findings(conn, [finding])

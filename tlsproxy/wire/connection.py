@@ -1,0 +1,388 @@
+"""Both directions of one TCP connection, and every state transition of the wire view.
+
+``TLSConnection.feed(direction, data, at=t)`` returns the events those bytes complete.  The
+rules that decide what is encrypted live here and only here:
+
+====================================  ==========================================================
+seen                                  effect
+====================================  ==========================================================
+client_hello                          remembers what the client offered (1.3? early_data?)
+server_hello selecting <= TLS 1.2     version and suite known; nothing encrypted yet
+server_hello selecting TLS 1.3        both directions: application_data records are protected;
+                                      alert/handshake/ccs records stay plaintext
+hello_retry_request                   nothing changes epochs (a second ClientHello follows)
+change_cipher_spec, TLS <= 1.2        only its own direction: every later record is protected
+change_cipher_spec, TLS 1.3           middlebox compatibility: starts nothing
+application_data before server_hello  0-RTT data when the ClientHello offered early_data
+SSLv2 CLIENT-MASTER-KEY               every later SSL 2.0 record, both ways, is encrypted
+SSLv2 CLIENT-HELLO offering >= 3.0    the client's stream continues as TLS records
+====================================  ==========================================================
+
+An unexpected or malformed message is an event, never an exception; only misuse (feeding after
+EOF) raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tlsproxy.wire import events as ev
+from tlsproxy.wire.events import ContentType, Direction
+from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE, HandshakeReassembler, HandshakeTooLarge
+from tlsproxy.wire.messages import ClientHello, DecodeContext, HandshakeType, ServerHello, decode_message
+from tlsproxy.wire.records import SSLV2, TLS, LayerNotice, RawRecord, RecordLayer
+from tlsproxy.wire.sslv2 import (
+    SSL2_MT_CLIENT_HELLO,
+    SSL2_MT_CLIENT_MASTER_KEY,
+    SSL2_MT_SERVER_HELLO,
+    SSLv2ClientHello,
+    decode_sslv2,
+)
+
+TLS1_3 = 0x0304
+_EARLY_DATA_EXT = 42
+
+
+class ConnectionError_(RuntimeError):
+    """Misuse of the API (feeding a direction after its EOF)."""
+
+
+class Decryptor(Protocol):
+    """What the connection needs from the key-log decryption layer (``tlsproxy.wire.decrypt``)."""
+
+    def set_client_random(self, client_random: bytes) -> None: ...
+    def set_server_hello(self, server_random: bytes, version: int, cipher_suite: int) -> None: ...
+    def set_extensions(self, *, encrypt_then_mac: bool) -> None: ...
+    def change_epoch(self, direction: Direction, epoch: str) -> None: ...
+    def key_update(self, direction: Direction) -> None: ...
+    def decrypt(self, direction: Direction, content_type: int, record_version: int, payload: bytes) -> object: ...
+
+
+@dataclass(slots=True)
+class _Side:
+    records: RecordLayer
+    handshake: HandshakeReassembler
+    encrypted: bool = False  # TLS <= 1.2: after this side's change_cipher_spec
+    handshake_stopped: bool = False
+    eof: bool = False
+    encrypted_seen: int = 0  # protected records seen (phase estimation without keys)
+    finished: bool = False  # this side's Finished went by (seen, or inferred without keys)
+    sslv2: bool = False
+
+
+@dataclass(slots=True)
+class ConnectionState:
+    """What the wire view knows about the negotiation; read by the analyzer and the sinks."""
+
+    client_hello: ClientHello | None = None
+    sslv2_client_hello: SSLv2ClientHello | None = None
+    server_hello: ServerHello | None = None
+    hello_retry_request: ServerHello | None = None
+    version: int | None = None
+    cipher_suite: int | None = None
+    sslv2_encrypted: bool = False
+    client_hellos: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def tls13(self) -> bool:
+        return self.version is not None and (self.version == TLS1_3 or self.version >> 8 == 0x7F)
+
+    @property
+    def client_offered_tls13(self) -> bool:
+        ch = self.client_hello
+        return ch is not None and any(v == TLS1_3 or v >> 8 == 0x7F for v in ch.supported_versions)
+
+
+class TLSConnection:
+    """The sans-IO wire view of one connection: feed bytes of either direction, get events."""
+
+    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, decryptor: Decryptor | None = None) -> None:
+        self.state = ConnectionState()
+        self.decryptor = decryptor
+        self._client_flight_started = False
+        self._sides = {
+            Direction.C2S: self._make_side(Direction.C2S, max_message_size),
+            Direction.S2C: self._make_side(Direction.S2C, max_message_size),
+        }
+
+    def _make_side(self, direction: Direction, max_message_size: int) -> _Side:
+        hello = 1 if direction is Direction.C2S else 2
+        layer = RecordLayer(hello, lambda ctype, d=direction: self._want_payload(d, ctype))
+        return _Side(records=layer, handshake=HandshakeReassembler(max_message_size))
+
+    # -- public API -------------------------------------------------------------------------
+
+    def feed(self, direction: Direction, data: bytes, *, at: float) -> list[ev.Event]:
+        """Bytes of ``direction``; an empty ``data`` means that direction was closed (FIN)."""
+        side = self._sides[direction]
+        if side.eof:
+            if not data:
+                return []
+            raise ConnectionError_(f"{direction.value} fed after its end of stream")
+        out: list[ev.Event] = []
+        if not data:
+            side.eof = True
+            out.extend(self._flush_at_eof(direction, side, at))
+            out.append(ev.EndOfStream(direction=direction, offset=side.records.offset, at=at,
+                                      buffered=side.records.buffered))
+            return out
+        for item in side.records.feed(data):
+            if isinstance(item, RawRecord):
+                if item.fmt == SSLV2:
+                    self._on_sslv2(direction, side, item, at, out)
+                else:
+                    self._on_record(direction, side, item, at, out)
+            else:
+                self._on_notice(direction, item, at, out)
+        return out
+
+    def gap(self, direction: Direction, length: int, *, at: float) -> list[ev.Event]:
+        """Bytes were lost (a capture's missing segments): record boundaries are gone."""
+        side = self._sides[direction]
+        offset = side.records.offset
+        side.records.stop()
+        return [
+            ev.StreamGap(direction=direction, offset=offset, at=at, length=length),
+            ev.ParsingStopped(direction=direction, offset=offset, at=at,
+                              reason=f"{length} bytes missing from the capture"),
+        ]
+
+    def offset(self, direction: Direction) -> int:
+        return self._sides[direction].records.offset
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _is_protected(self, direction: Direction, ctype: int) -> bool:
+        side = self._sides[direction]
+        st = self.state
+        if st.tls13:
+            return ctype == ContentType.application_data
+        if side.encrypted:
+            return True
+        return (
+            ctype == ContentType.application_data
+            and direction is Direction.C2S
+            and st.server_hello is None
+            and self._early_data_offered()
+        )
+
+    def _early_data_offered(self) -> bool:
+        ch = self.state.client_hello
+        return ch is not None and ch.ext(_EARLY_DATA_EXT) is not None
+
+    def _want_payload(self, direction: Direction, ctype: int) -> bool:
+        if self._is_protected(direction, ctype):
+            return self.decryptor is not None
+        return ctype != ContentType.application_data
+
+    def _phase(self, direction: Direction, ctype: int) -> str:
+        st = self.state
+        if st.server_hello is None and not st.tls13:
+            return "early_data"
+        if self._handshake_done():
+            return "application"
+        return "handshake"
+
+    def _handshake_done(self) -> bool:
+        c, s = self._sides[Direction.C2S], self._sides[Direction.S2C]
+        return c.finished and s.finished
+
+    def _on_record(self, direction: Direction, side: _Side, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
+        ctype = rec.content_type
+        if self._is_protected(direction, ctype):
+            side.encrypted_seen += 1
+            tls13 = self.state.tls13
+            if tls13:  # a TLS 1.3 record tells about the *other* side's flight: infer first
+                self._infer_finished(direction, ctype)
+            phase = self._phase(direction, ctype)
+            if not tls13:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
+                self._infer_finished(direction, ctype)
+            out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
+                                 version=rec.version, length=rec.length, encrypted=True, phase=phase))
+            return
+        out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
+                             version=rec.version, length=rec.length, payload=rec.payload))
+        payload = rec.payload
+        if payload is None:  # plaintext application data: only its length matters
+            return
+        if ctype == ContentType.handshake:
+            self._on_handshake_payload(direction, side, payload, rec.offset, at, out)
+        elif ctype == ContentType.alert:
+            self._on_alert(direction, payload, rec.offset, at, out)
+        elif ctype == ContentType.change_cipher_spec:
+            self._on_ccs(direction, side, payload, rec.offset, at, out)
+        elif ctype == ContentType.heartbeat:
+            out.append(_heartbeat(direction, payload, rec.offset, at))
+
+    def _infer_finished(self, direction: Direction, ctype: int) -> None:
+        """Without keys, guess when each side's Finished went by, for the phase of later records.
+
+        TLS <= 1.2: a side's first protected handshake record after its change_cipher_spec is its
+        Finished.  TLS 1.3: the server's flight ends before the client's first protected record;
+        the client's flight ends before the server's next protected record.
+        """
+        side = self._sides[direction]
+        peer = self._sides[direction.peer]
+        if self.state.tls13:
+            if self.state.server_hello is None:
+                return  # 0-RTT data says nothing about the handshake flights
+            if direction is Direction.C2S:
+                peer.finished = True
+                self._client_flight_started = True
+            elif self._client_flight_started:
+                peer.finished = True
+        elif ctype == ContentType.handshake:
+            side.finished = True
+
+    # -- handshake --------------------------------------------------------------------------
+
+    def _on_handshake_payload(self, direction: Direction, side: _Side, payload: bytes, offset: int, at: float,
+                              out: list[ev.Event], decrypted: bool = False) -> None:
+        if side.handshake_stopped:
+            return
+        try:
+            raws = side.handshake.feed(payload, offset)
+        except HandshakeTooLarge as exc:
+            side.handshake_stopped = True
+            side.handshake.reset()
+            out.append(ev.DecodeError(direction=direction, offset=exc.offset, at=at, where="handshake",
+                                      reason=str(exc)))
+            out.append(ev.ParsingStopped(direction=direction, offset=exc.offset, at=at,
+                                         reason="handshake reassembly stopped: message over the size cap"))
+            return
+        for raw in raws:
+            ctx = DecodeContext(tls13=self.state.tls13, version=self.state.version,
+                                cipher_suite=self.state.cipher_suite)
+            message, error = decode_message(raw.msg_type, raw.raw[4:], ctx)
+            out.append(ev.HandshakeMessage(direction=direction, offset=raw.offset, at=at, msg_type=raw.msg_type,
+                                           length=len(raw.raw) - 4, raw=raw.raw, message=message, error=error,
+                                           decrypted=decrypted))
+            if error is not None:
+                out.append(ev.DecodeError(direction=direction, offset=raw.offset, at=at, where="handshake",
+                                          reason=f"{_hs_label(raw.msg_type)}: {error}"))
+            if message is not None:
+                self._on_message(direction, raw.msg_type, message)
+
+    def _on_message(self, direction: Direction, msg_type: int, message: object) -> None:
+        st = self.state
+        if msg_type == HandshakeType.client_hello and isinstance(message, ClientHello):
+            st.client_hellos += 1
+            st.client_hello = message
+            if self.decryptor is not None:
+                self.decryptor.set_client_random(message.random)
+        elif msg_type == HandshakeType.server_hello and isinstance(message, ServerHello):
+            if message.is_hello_retry_request:
+                st.hello_retry_request = message
+                st.version = message.selected_version
+                return
+            st.server_hello = message
+            st.version = message.selected_version
+            st.cipher_suite = message.cipher_suite
+            if self.decryptor is not None:
+                self.decryptor.set_server_hello(message.random, st.version, message.cipher_suite)
+        elif msg_type == HandshakeType.finished:
+            self._sides[direction].finished = True
+
+    # -- other content types ----------------------------------------------------------------
+
+    def _on_alert(self, direction: Direction, payload: bytes, offset: int, at: float, out: list[ev.Event],
+                  decrypted: bool = False) -> None:
+        if len(payload) >= 2 and len(payload) % 2 == 0:
+            for i in range(0, len(payload), 2):
+                out.append(ev.Alert(direction=direction, offset=offset, at=at, level=payload[i],
+                                    description=payload[i + 1], raw=payload[i : i + 2], decrypted=decrypted))
+            return
+        out.append(ev.Alert(direction=direction, offset=offset, at=at,
+                            level=payload[0] if payload else None,
+                            description=payload[1] if len(payload) > 1 else None,
+                            raw=payload, malformed=True, decrypted=decrypted))
+        out.append(ev.DecodeError(direction=direction, offset=offset, at=at, where="alert",
+                                  reason=f"alert body of {len(payload)} bytes, expected 2"))
+
+    def _on_ccs(self, direction: Direction, side: _Side, payload: bytes, offset: int, at: float,
+                out: list[ev.Event]) -> None:
+        st = self.state
+        compat = st.tls13 or (st.server_hello is None and st.client_offered_tls13)
+        out.append(ev.ChangeCipherSpec(direction=direction, offset=offset, at=at, raw=payload,
+                                       valid=payload == b"\x01", starts_encryption=not compat))
+        if compat:
+            return
+        side.encrypted = True
+        dropped = side.handshake.reset()
+        if dropped:
+            out.append(ev.DecodeError(direction=direction, offset=offset, at=at, where="handshake",
+                                      reason=f"{dropped} bytes of an incomplete handshake message before "
+                                             "change_cipher_spec"))
+        if self.decryptor is not None:
+            self.decryptor.change_epoch(direction, "tls12")
+
+    def _on_notice(self, direction: Direction, notice: LayerNotice, at: float, out: list[ev.Event]) -> None:
+        if notice.kind == "not_tls":
+            out.append(ev.NotTLS(direction=direction, offset=notice.offset, at=at, protocol=notice.protocol,
+                                 first_bytes=notice.first_bytes, first_line=notice.first_line))
+        elif notice.kind == "starttls":
+            out.append(ev.StartTLS(direction=direction, offset=notice.offset, at=at, protocol=notice.protocol))
+        elif notice.kind == "error":
+            out.append(ev.DecodeError(direction=direction, offset=notice.offset, at=at, where="record",
+                                      reason=notice.text))
+        elif notice.kind == "stopped":
+            out.append(ev.ParsingStopped(direction=direction, offset=notice.offset, at=at, reason=notice.text))
+
+    # -- SSL 2.0 ----------------------------------------------------------------------------
+
+    def _on_sslv2(self, direction: Direction, side: _Side, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
+        st = self.state
+        side.sslv2 = True
+        if st.sslv2_encrypted:
+            out.append(ev.SSLv2Record(direction=direction, offset=rec.offset, at=at, length=rec.length,
+                                      msg_type=None, raw=None, message=None, encrypted=True))
+            return
+        payload = rec.payload or b""
+        msg_type, message, error = decode_sslv2(payload)
+        out.append(ev.SSLv2Record(direction=direction, offset=rec.offset, at=at, length=rec.length,
+                                  msg_type=msg_type, raw=payload, message=message, error=error))
+        if error is not None:
+            out.append(ev.DecodeError(direction=direction, offset=rec.offset, at=at, where="sslv2", reason=error))
+        if msg_type == SSL2_MT_CLIENT_HELLO and isinstance(message, SSLv2ClientHello):
+            st.sslv2_client_hello = message
+            st.client_hellos += 1
+            if message.version >= 0x0300:
+                side.records.switch_to_tls()
+        elif msg_type == SSL2_MT_SERVER_HELLO:
+            st.version = 0x0002
+        elif msg_type == SSL2_MT_CLIENT_MASTER_KEY:
+            st.sslv2_encrypted = True
+
+    # -- end of stream ----------------------------------------------------------------------
+
+    def _flush_at_eof(self, direction: Direction, side: _Side, at: float) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        layer = side.records
+        if layer.mode == "detect" and layer.buffered:
+            # Fewer bytes than it takes to tell what the stream is.
+            head = bytes(layer._buf)  # noqa: SLF001 - the layer's own sniff buffer
+            out.append(ev.DecodeError(direction=direction, offset=layer.offset, at=at, where="record",
+                                      reason=f"stream ended after {len(head)} bytes ({head.hex(' ')})"))
+        elif layer.buffered and layer.mode == TLS:
+            out.append(ev.DecodeError(direction=direction, offset=layer.offset, at=at, where="record",
+                                      reason=f"stream ended inside a record ({layer.buffered} bytes buffered)"))
+        if side.handshake.pending and not side.handshake_stopped:
+            out.append(ev.DecodeError(direction=direction, offset=layer.offset, at=at, where="handshake",
+                                      reason=f"stream ended inside a handshake message "
+                                             f"({side.handshake.pending} bytes buffered)"))
+        return out
+
+
+def _heartbeat(direction: Direction, payload: bytes, offset: int, at: float) -> ev.Heartbeat:
+    hb_type = payload[0] if payload else None
+    claimed = (payload[1] << 8) | payload[2] if len(payload) >= 3 else None
+    return ev.Heartbeat(direction=direction, offset=offset, at=at, hb_type=hb_type, payload_length=claimed,
+                        record_length=len(payload))
+
+
+def _hs_label(msg_type: int) -> str:
+    from tlsproxy.wire.registry import handshake_type_name
+
+    return handshake_type_name(msg_type)

@@ -1,0 +1,87 @@
+"""Handshake-message reassembly for one direction and one epoch.
+
+Handshake messages may be split over records and several may share a record; the 24-bit length
+of a message header could make a naive reassembler wait for 16 MiB, so a cap bounds what one
+message may claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Real handshake messages stay far below this: a Certificate with a 10,000-SAN certificate (a
+# capture in the test corpus) is ~300 KiB.  Anything bigger is refused rather than buffered.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+
+@dataclass(slots=True)
+class RawHandshake:
+    offset: int  # stream offset of the record carrying the message's first byte
+    msg_type: int
+    raw: bytes  # header + body
+
+
+class HandshakeTooLarge(Exception):
+    def __init__(self, msg_type: int, length: int, cap: int, offset: int) -> None:
+        super().__init__(f"handshake message type {msg_type} claims {length} bytes, over the {cap}-byte cap")
+        self.msg_type = msg_type
+        self.length = length
+        self.offset = offset
+
+
+class HandshakeReassembler:
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
+        self._buf = bytearray()
+        # (end position in _buf's logical stream, record offset) for each appended record.
+        self._segments: list[tuple[int, int]] = []
+        self._consumed = 0  # logical position of _buf[0]
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete message held."""
+        return len(self._buf)
+
+    def reset(self) -> int:
+        """Drop any partial message (an epoch change); returns how many bytes were dropped."""
+        dropped = len(self._buf)
+        self._consumed += dropped
+        self._buf.clear()
+        self._segments.clear()
+        return dropped
+
+    def feed(self, payload: bytes, record_offset: int) -> list[RawHandshake]:
+        """Add one record's handshake payload; return the messages it completes.
+
+        Raises :class:`HandshakeTooLarge` when a message header claims more than the cap; the
+        caller then stops reassembling this direction.
+        """
+        if not payload:
+            return []
+        self._buf += payload
+        self._segments.append((self._consumed + len(self._buf), record_offset))
+        out: list[RawHandshake] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= 4:
+            length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
+            if length > self.max_message_size:
+                raise HandshakeTooLarge(buf[pos], length, self.max_message_size, self._origin(pos))
+            end = pos + 4 + length
+            if end > len(buf):
+                break
+            out.append(RawHandshake(offset=self._origin(pos), msg_type=buf[pos], raw=bytes(buf[pos:end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+            self._consumed += pos
+            while self._segments and self._segments[0][0] <= self._consumed:
+                self._segments.pop(0)
+        return out
+
+    def _origin(self, pos: int) -> int:
+        logical = self._consumed + pos
+        for end, offset in self._segments:
+            if logical < end:
+                return offset
+        return self._segments[-1][1]

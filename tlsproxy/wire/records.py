@@ -1,0 +1,321 @@
+"""The record layer of one direction: bytes in, record headers (and the payloads asked for) out.
+
+The first bytes decide what the stream is: TLS records, SSL 2.0 records, or something else
+(named by :mod:`tlsproxy.wire.sniff`).  A plaintext prologue that may upgrade to TLS (STARTTLS,
+HTTP CONNECT, SOCKS) is watched, bounded, for the first hello.  Payloads the caller does not want
+(application data without keys) are skipped without being copied, which keeps bulk transfers at
+the cost of one header parse per record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from tlsproxy.wire import sniff
+
+# RFC 5246 6.2.3: a TLSCiphertext fragment may be at most 2^14 + 2048 bytes.  Anything longer is
+# not TLS as any implementation sends it, and buffering it would let a peer make us hold 64 KiB.
+MAX_RECORD_LENGTH = 2**14 + 2048
+
+# How much plaintext prologue (STARTTLS dialogue, CONNECT exchange) we watch for a switch to TLS
+# before giving up on the direction.  Real prologues are a few hundred bytes.
+MAX_PROLOGUE = 64 * 1024
+
+# How many bytes of a non-TLS stream are kept to name it and show it.
+SNIFF_BYTES = 64
+
+TLS = "tls"
+SSLV2 = "sslv2"
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One complete record.  ``payload`` is ``None`` when the caller did not ask for it."""
+
+    offset: int
+    content_type: int
+    version: int
+    length: int
+    payload: bytes | None
+    fmt: str = TLS  # "tls" or "sslv2"; for SSLv2, content_type is 0 and version 2
+    padding: int = 0
+
+
+@dataclass(slots=True)
+class LayerNotice:
+    """Something about the stream itself rather than a record."""
+
+    kind: str  # "not_tls" | "starttls" | "error" | "stopped"
+    offset: int
+    text: str = ""
+    protocol: str = ""
+    first_bytes: bytes = b""
+    first_line: str | None = None
+
+
+Item = RawRecord | LayerNotice
+
+
+class RecordLayer:
+    """Splits one direction's byte stream into records.
+
+    ``want_payload(content_type)`` is asked when a TLS record header has been read; answering
+    ``False`` makes the layer skip the payload without copying it.  ``hello_type`` is the
+    handshake type this side would open with (1 for a client, 2 for a server), used to find TLS
+    after a plaintext prologue.
+    """
+
+    def __init__(self, hello_type: int, want_payload: Callable[[int], bool]) -> None:
+        self.hello_type = hello_type
+        self.want_payload = want_payload
+        self.mode = "detect"  # detect | tls | sslv2 | prologue | stopped
+        self.offset = 0  # stream offset of the first byte not yet consumed
+        self._buf = bytearray()  # bytes of an incomplete header, payload or prologue
+        self._skip = 0  # payload bytes still to skip for the pending record
+        self._pending: RawRecord | None = None
+        self._prologue_protocol = ""
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) + (self._pending.length - self._skip if self._pending and self._skip else 0)
+
+    def stop(self) -> None:
+        self.mode = "stopped"
+        self._buf.clear()
+        self._pending = None
+        self._skip = 0
+
+    def feed(self, data: bytes) -> Iterator[Item]:
+        """Yield the records and notices completed by ``data``.  Must be fully consumed before the
+        next call; the caller may change what it wants between records."""
+        mv = memoryview(data)
+        pos = 0
+        n = len(data)
+        while pos < n:
+            mode = self.mode
+            if mode == "stopped":
+                self.offset += n - pos
+                return
+            if self._skip:
+                take = min(self._skip, n - pos)
+                self._skip -= take
+                pos += take
+                self.offset += take
+                if self._skip:
+                    return
+                rec, self._pending = self._pending, None
+                assert rec is not None
+                yield rec
+                continue
+            if mode == "tls":
+                # Fast path: a whole header available in ``data`` with nothing buffered.
+                if not self._buf and self._pending is None and pos + 5 <= n:
+                    ctype = data[pos]
+                    version = (data[pos + 1] << 8) | data[pos + 2]
+                    length = (data[pos + 3] << 8) | data[pos + 4]
+                    start = self.offset
+                    problem = _check_header(ctype, version, length)
+                    if problem:
+                        yield from self._fail(problem, data[pos : pos + 5])
+                        self.offset += n - pos
+                        return
+                    pos += 5
+                    self.offset += 5
+                    if self.want_payload(ctype):
+                        if pos + length <= n:
+                            payload = bytes(mv[pos : pos + length])
+                            pos += length
+                            self.offset += length
+                            yield RawRecord(offset=start, content_type=ctype, version=version, length=length,
+                                            payload=payload)
+                        else:
+                            self._pending = RawRecord(offset=start, content_type=ctype, version=version,
+                                                      length=length, payload=None)
+                            self._buf += mv[pos:]
+                            self.offset += n - pos
+                            pos = n
+                    else:
+                        self._pending = RawRecord(offset=start, content_type=ctype, version=version,
+                                                  length=length, payload=None)
+                        self._skip = length
+                        if not length:
+                            self._skip = 0
+                            rec, self._pending = self._pending, None
+                            yield rec
+                    continue
+                # Slow path: accumulate a header or a wanted payload across calls.
+                take_to = self._slow_need()
+                take = min(take_to - len(self._buf), n - pos)
+                self._buf += mv[pos : pos + take]
+                pos += take
+                self.offset += take
+                if len(self._buf) < take_to:
+                    return
+                yield from self._slow_complete()
+                continue
+            if mode == "detect":
+                take = min(SNIFF_BYTES - len(self._buf), n - pos)
+                self._buf += mv[pos : pos + take]
+                pos += take
+                if len(self._buf) < 6 and pos >= n:
+                    return  # wait for enough bytes to tell
+                head = bytes(self._buf)
+                self._buf.clear()
+                # Re-read the sniffed bytes in the mode they reveal.
+                data = head + bytes(mv[pos:])
+                mv, n, pos = memoryview(data), len(data), 0
+                yield from self._detect(head)
+                continue
+            if mode == "sslv2":
+                yield from self._sslv2_step(mv, pos, n)
+                pos = n
+                continue
+            if mode == "prologue":
+                yield from self._prologue_step(bytes(mv[pos:]))
+                pos = n
+                if self.mode == "tls" and self._buf:
+                    # The prologue ended inside this chunk: parse the rest as TLS.
+                    rest = bytes(self._buf)
+                    self._buf.clear()
+                    data, mv, n, pos = rest, memoryview(rest), len(rest), 0
+                continue
+
+    def _slow_need(self) -> int:
+        if self._pending is None:
+            return 5
+        return self._pending.length
+
+    def _slow_complete(self) -> Iterator[Item]:
+        if self._pending is None:
+            hdr = bytes(self._buf)
+            self._buf.clear()
+            ctype, version, length = hdr[0], (hdr[1] << 8) | hdr[2], (hdr[3] << 8) | hdr[4]
+            start = self.offset - 5
+            problem = _check_header(ctype, version, length)
+            if problem:
+                yield from self._fail(problem, hdr, at=start)
+                return
+            rec = RawRecord(offset=start, content_type=ctype, version=version, length=length, payload=None)
+            if not self.want_payload(ctype):
+                if length:
+                    self._pending, self._skip = rec, length
+                else:
+                    yield rec
+            elif length == 0:
+                rec.payload = b""
+                yield rec
+            else:
+                self._pending = rec
+            return
+        rec, self._pending = self._pending, None
+        rec.payload = bytes(self._buf)
+        self._buf.clear()
+        yield rec
+
+    def _fail(self, problem: str, header: bytes, at: int | None = None) -> Iterator[Item]:
+        offset = self.offset if at is None else at
+        yield LayerNotice(kind="error", offset=offset, text=f"{problem} (header bytes {header.hex(' ')})")
+        yield LayerNotice(kind="stopped", offset=offset, text=f"record layer lost sync: {problem}")
+        self.stop()
+
+    def _detect(self, head: bytes) -> Iterator[Item]:
+        b0 = head[0]
+        if 20 <= b0 <= 26 and len(head) >= 2 and head[1] == 3:
+            self.mode = TLS
+            return
+        if _looks_sslv2(head, self.hello_type):
+            self.mode = SSLV2
+            return
+        protocol = sniff.guess_protocol(head)
+        yield LayerNotice(
+            kind="not_tls",
+            offset=self.offset,
+            protocol=protocol,
+            first_bytes=head[:SNIFF_BYTES],
+            first_line=sniff.first_line(head),
+        )
+        if protocol in sniff.UPGRADABLE or protocol == "text":
+            self.mode = "prologue"
+            self._prologue_protocol = protocol
+        else:
+            self.mode = "stopped"
+            yield LayerNotice(kind="stopped", offset=self.offset, text=f"not TLS ({protocol})")
+
+    def _prologue_step(self, chunk: bytes) -> Iterator[Item]:
+        """Watch plaintext for the first TLS hello; everything before it is prologue."""
+        searched_from = max(0, len(self._buf) - 5)
+        self._buf += chunk
+        line_based = not self._prologue_protocol.startswith("socks")
+        found = sniff.find_tls_start(bytes(self._buf), searched_from, self.hello_type, line_based)
+        if found < 0:
+            if len(self._buf) > MAX_PROLOGUE:
+                self.offset += len(self._buf)
+                self._buf.clear()
+                self.mode = "stopped"
+                yield LayerNotice(kind="stopped", offset=self.offset,
+                                  text=f"no TLS within {MAX_PROLOGUE} bytes of plaintext")
+            else:
+                # Keep only a small tail: the prologue itself is not needed, only the boundary.
+                keep = bytes(self._buf[-5:])
+                self.offset += len(self._buf) - len(keep)
+                self._buf[:] = keep
+            return
+        self.offset += found
+        del self._buf[:found]
+        self.mode = TLS
+        yield LayerNotice(kind="starttls", offset=self.offset, protocol=self._prologue_protocol)
+
+    def _sslv2_step(self, mv: memoryview, pos: int, n: int) -> Iterator[Item]:
+        self._buf += mv[pos:n]
+        buf = self._buf
+        while True:
+            if len(buf) < 2:
+                break
+            if buf[0] & 0x80:
+                hlen, length, padding = 2, ((buf[0] & 0x7F) << 8) | buf[1], 0
+            else:
+                if len(buf) < 3:
+                    break
+                hlen, length, padding = 3, ((buf[0] & 0x3F) << 8) | buf[1], buf[2]
+            if len(buf) < hlen + length:
+                break
+            payload = bytes(buf[hlen : hlen + length])
+            start = self.offset
+            del buf[: hlen + length]
+            self.offset += hlen + length
+            yield RawRecord(offset=start, content_type=0, version=2, length=length, payload=payload,
+                            fmt=SSLV2, padding=padding)
+            if self.mode != SSLV2:
+                # The caller switched us to TLS (an SSLv2-compatible hello offering SSL 3.0+).
+                rest = bytes(buf)
+                buf.clear()
+                if rest:
+                    yield from self.feed(rest)
+                return
+
+    def switch_to_tls(self) -> None:
+        """After an SSLv2-format ClientHello offering SSL 3.0 or later, the rest is TLS records."""
+        self.mode = TLS
+
+
+def _check_header(ctype: int, version: int, length: int) -> str | None:
+    if version >> 8 != 3 or (version & 0xFF) > 4:
+        return f"impossible record version 0x{version:04x}"
+    if not 20 <= ctype <= 63:
+        return f"impossible content type {ctype}"
+    if length > MAX_RECORD_LENGTH:
+        return f"record length {length} exceeds the maximum of {MAX_RECORD_LENGTH}"
+    return None
+
+
+def _looks_sslv2(head: bytes, hello_type: int) -> bool:
+    """SSL 2.0 two-byte header with a CLIENT-HELLO (1) or SERVER-HELLO (4) inside."""
+    if len(head) < 5 or not head[0] & 0x80:
+        return False
+    length = ((head[0] & 0x7F) << 8) | head[1]
+    msg = head[2]
+    if hello_type == 1:
+        version = (head[3] << 8) | head[4]
+        return msg == 1 and length >= 9 and version in (0x0002, 0x0300, 0x0301, 0x0302, 0x0303)
+    return msg == 4 and length >= 11
