@@ -9,12 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.peers import contexts, make_pki, run_session
+from tlsproxy.wire.events import Direction
 from tlsproxy.wire.keylog import MAX_LINE, KeyLog
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
-# The illustrated-tls13 key log (MIT, syncsynchalt/illustrated-tls13), inline so the split
-# properties below run without the corpus; the corpus test checks it is the same file.
+# The illustrated-tls12 and -tls13 key logs, concatenated (MIT, syncsynchalt/illustrated-tls12 and
+# -tls13; both connections use the client random 00 01 .. 1f).  Inline so the split properties run
+# without the corpus; the corpus test checks it matches the files.
 ILLUSTRATED_TLS13 = """\
 CLIENT_RANDOM 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f 916abf9da55973e13614ae0a3f5d3f37b023ba129aee02cc9134338127cd7049781c8e19fc1eb2a7387ac06ae237344c
 SERVER_HANDSHAKE_TRAFFIC_SECRET 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f 23323da031634b241dd37d61032b62a4f450584d1f7f47983ba2f7cc0cdcc39a68f481f2b019f9403a3051908a5d1622
@@ -93,7 +96,7 @@ def test_comments_blank_lines_and_crlf_are_accepted() -> None:
 
 
 def test_hex_is_case_insensitive() -> None:
-    upper = parsed(ILLUSTRATED_TLS13.upper().replace("CLIENT_RANDOM 000", "CLIENT_RANDOM 000"))
+    upper = parsed(ILLUSTRATED_TLS13.upper())
     assert upper.secrets_for(RANDOM) == parsed(ILLUSTRATED_TLS13).secrets_for(RANDOM)
 
 
@@ -149,18 +152,20 @@ def test_corpus_key_logs_parse_cleanly() -> None:
         problems = log.feed_text(path.read_text()) + log.close()
         assert problems == [], path
         assert len(log) >= 1, path
-    illustrated = (CORPUS / "illustrated" / "illustrated-tls13.keylog").read_text()
+    illustrated = "".join((CORPUS / "illustrated" / f"illustrated-tls1{n}.keylog").read_text() for n in (2, 3))
     assert parsed(illustrated).secrets_for(RANDOM) == parsed(ILLUSTRATED_TLS13).secrets_for(RANDOM)
 
 
 def test_openssl_key_log_file_parses(tmp_path: Path) -> None:
     """A key log written by OpenSSL itself through ``SSLContext.keylog_filename``."""
-    from tests.test_decrypt import handshake_pair  # a real TLS 1.3 session
-
     path = tmp_path / "keys.log"
-    session = handshake_pair(ssl.TLSVersion.TLSv1_3, keylog=path)
+    client, server = contexts(make_pki(tmp_path), version=ssl.TLSVersion.TLSv1_3)
+    client.keylog_filename = str(path)
+    session = run_session(client, server)
+    assert session.established
+    client_random = session.stream(Direction.C2S)[11:43]
     log = KeyLog()
     assert log.feed_text(path.read_text()) == []
-    labels = set(log.secrets_for(session.client_random))
+    labels = set(log.secrets_for(client_random))
     assert {"CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET",
             "CLIENT_TRAFFIC_SECRET_0", "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET"} <= labels

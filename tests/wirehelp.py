@@ -76,6 +76,8 @@ def tshark_style(events: Iterable[ev.Event]) -> str:
         elif isinstance(e, ev.Record) and e.encrypted:
             if e.content_type == 22:
                 add(e.direction, "EncryptedHandshake")
+            elif e.content_type == 20:  # a renegotiation's change_cipher_spec, under the old keys
+                add(e.direction, "ChangeCipherSpec")
             elif e.content_type == 21:
                 add(e.direction, "Alert(encrypted)")
             elif e.content_type == 23:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,9 +36,10 @@ from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 
-from tlsproxy.wire.certs import CertificateInfo, decode_certificate
+from tlsproxy.wire.certs import DN_ATTRIBUTE_NAMES, CertificateInfo, decode_certificate
 
 __all__ = [
     "EXPIRY_WARNING",
@@ -192,20 +194,66 @@ def normalize_dn(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
     return _normalize_dn(dn)
 
 
+# Attribute type names -> OIDs, matched case-insensitively (RFC 4514 section 3 names plus the
+# OpenSSL names certs.py prints).
+_DN_TYPES = {
+    "cn": "2.5.4.3", "c": "2.5.4.6", "l": "2.5.4.7", "st": "2.5.4.8", "street": "2.5.4.9",
+    "o": "2.5.4.10", "ou": "2.5.4.11", "dc": "0.9.2342.19200300.100.1.25",
+    "uid": "0.9.2342.19200300.100.1.1",
+    **{name.lower(): oid.dotted_string for oid, name in DN_ATTRIBUTE_NAMES.items()},
+}
+_DN_SPECIAL = re.compile(r"\\([0-9a-fA-F]{2}|.)")
+
+
 @lru_cache(maxsize=1024)
 def _normalize_dn(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
     try:
-        name = x509.Name.from_rfc4514_string(dn)
-    except Exception:
+        rdns = []
+        for rdn in _split_unescaped(dn, ","):
+            attrs = []
+            for attr in _split_unescaped(rdn, "+"):
+                kind, sep, value = attr.partition("=")
+                if not sep:
+                    raise ValueError(f"no '=' in {attr!r}")
+                kind = kind.strip().lower()
+                attrs.append((_DN_TYPES.get(kind, kind.removeprefix("oid.")), _fold(_unescape(value.strip()))))
+            rdns.append(tuple(sorted(attrs)))
+        return tuple(rdns)
+    except ValueError:
         return ((("", _fold(dn)),),)
-    key = []
-    for rdn in name.rdns:
-        attrs = []
-        for attr in rdn:
-            value = attr.value if isinstance(attr.value, str) else attr.value.hex()
-            attrs.append((attr.oid.dotted_string, _fold(value)))
-        key.append(tuple(sorted(attrs)))
-    return tuple(key)
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    parts, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [part for part in parts if part.strip()] if text.strip() else []
+
+
+def _unescape(value: str) -> str:
+    """RFC 4514 escapes to characters; ``\\C3\\B6`` hex pairs are UTF-8 bytes."""
+    if "\\" not in value:
+        return value
+    raw = bytearray()
+    pos = 0
+    for match in _DN_SPECIAL.finditer(value):
+        raw += value[pos : match.start()].encode()
+        token = match.group(1)
+        raw += bytes.fromhex(token) if len(token) == 2 else token.encode()
+        pos = match.end()
+    raw += value[pos:].encode()
+    return raw.decode("utf-8", "replace")
 
 
 def _fold(text: str) -> str:
@@ -220,7 +268,7 @@ def chains_to_any(chain: Sequence[CertificateInfo], ca_names: Sequence[str]) -> 
     An empty ``ca_names`` gives False: TLS reads an empty list as "any CA", which the caller
     must decide on.
     """
-    wanted = {normalize_dn(name) for name in ca_names}
+    wanted = {normalize_dn(name) for name in ca_names} - {()}
     if not wanted:
         return False
     for info in chain:
@@ -463,11 +511,13 @@ def _store(trust_pems: bytes) -> tuple[verification.Store | None, int]:
     """Build (once per bundle) a Store from every certificate in the bundle that loads; system
     bundles occasionally carry one cryptography rejects, which must not void the rest."""
     anchors = []
-    for block in _PEM_CERT.findall(trust_pems):
-        try:
-            anchors.append(x509.load_pem_x509_certificate(block))
-        except Exception:
-            continue
+    with warnings.catch_warnings():  # old roots with zero serials are still roots
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        for block in _PEM_CERT.findall(trust_pems):
+            try:
+                anchors.append(x509.load_pem_x509_certificate(block))
+            except Exception:
+                continue
     if not anchors:
         return None, 0
     try:

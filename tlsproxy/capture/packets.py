@@ -18,7 +18,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from tlsproxy.capture.pcap import RawPacket
+from tlsproxy.capture.pcap import RawPacket, frozen_builder
 
 __all__ = ["TcpSegment", "PacketDecoder", "DecodeStats", "parse_tcp_options", "format_endpoint",
            "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
@@ -118,6 +118,8 @@ def parse_tcp_options(options: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+_segment = frozen_builder(TcpSegment)
+
 _ETH_TYPE = struct.Struct("!H")
 _IPV4 = struct.Struct("!BxHxxHxB")  # ver_ihl, total length, flags+fragment offset, protocol
 _IPV6 = struct.Struct("!4xHBB")  # payload length, next header, hop limit
@@ -145,8 +147,8 @@ _LT_SLL, _LT_IPV4, _LT_IPV6, _LT_SLL2 = 113, 228, 229, 276
 class PacketDecoder:
     """Turns ``RawPacket``s into ``TcpSegment``s, keeping counters of what was skipped.
 
-    Address strings are cached (bounded) because formatting an address costs more than decoding
-    the whole header.
+    Address strings are cached per address pair (bounded) because formatting addresses costs
+    more than decoding the whole header.
     """
 
     # A capture of a busy network sees many hosts; beyond this many we start over rather than grow.
@@ -154,8 +156,9 @@ class PacketDecoder:
 
     def __init__(self) -> None:
         self.stats = DecodeStats()
-        self._addr4: dict[bytes, str] = {}
-        self._addr6: dict[bytes, str] = {}
+        # Raw (source, destination) address bytes -> their strings.  The 8 or 32 key bytes
+        # cannot collide between IPv4 and IPv6.
+        self._addrs: dict[bytes, tuple[str, str]] = {}
 
     def decode(self, packet: RawPacket) -> TcpSegment | None:
         return self.decode_frame(packet.linktype, packet.data, packet.timestamp,
@@ -249,15 +252,11 @@ class PacketDecoder:
             more_fragments = bool(frag & 0x2000)
             if more_fragments:
                 stats.fragments += 1
-            src_b = data[off + 12:off + 16]
-            dst_b = data[off + 16:off + 20]
-            cache = self._addr4
-            src = cache.get(src_b)
-            if src is None:
-                src = self._cache(cache, src_b, socket.inet_ntoa(src_b))
-            dst = cache.get(dst_b)
-            if dst is None:
-                dst = self._cache(cache, dst_b, socket.inet_ntoa(dst_b))
+            pair = data[off + 12:off + 20]
+            names = self._addrs.get(pair)
+            if names is None:
+                names = self._cache(pair, socket.inet_ntoa(pair[:4]), socket.inet_ntoa(pair[4:]))
+            src, dst = names
             ip_end = off + total
             if total == 0:
                 # TCP segmentation offload writes 0 here on the sending host; trust the frame
@@ -271,15 +270,12 @@ class PacketDecoder:
                 stats.too_short += 1
                 return None
             plen, nxt, _hop = _IPV6.unpack_from(data, off)
-            src_b = data[off + 8:off + 24]
-            dst_b = data[off + 24:off + 40]
-            cache = self._addr6
-            src = cache.get(src_b)
-            if src is None:
-                src = self._cache(cache, src_b, socket.inet_ntop(socket.AF_INET6, src_b))
-            dst = cache.get(dst_b)
-            if dst is None:
-                dst = self._cache(cache, dst_b, socket.inet_ntop(socket.AF_INET6, dst_b))
+            pair = data[off + 8:off + 40]
+            names = self._addrs.get(pair)
+            if names is None:
+                names = self._cache(pair, socket.inet_ntop(socket.AF_INET6, pair[:16]),
+                                    socket.inet_ntop(socket.AF_INET6, pair[16:]))
+            src, dst = names
             if plen:
                 ip_end = off + 40 + plen
                 truncated = False  # decided below from the lengths, not from the frame
@@ -345,12 +341,12 @@ class PacketDecoder:
         if truncated:
             stats.truncated += 1
         stats.tcp += 1
-        return TcpSegment(src=(src, sport), dst=(dst, dport), seq=seq, ack=ack, flags=flags,
-                          window=window, payload=payload, length=length, timestamp=timestamp,
-                          truncated=truncated, options=options)
+        return _segment((src, sport), (dst, dport), seq, ack, flags, window, payload, length,
+                        timestamp, truncated, options)
 
-    def _cache(self, cache: dict[bytes, str], key: bytes, value: str) -> str:
+    def _cache(self, key: bytes, src: str, dst: str) -> tuple[str, str]:
+        cache = self._addrs
         if len(cache) >= self._ADDR_CACHE_MAX:
             cache.clear()
-        cache[key] = value
-        return value
+        cache[key] = names = (src, dst)
+        return names

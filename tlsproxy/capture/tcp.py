@@ -16,7 +16,8 @@ end of the capture.  Policy, in short:
   ``finish()``) and delivery continues after it.
 * Sequence numbers are unwrapped to unbounded integers, so 32-bit wrap-around is invisible.
 * SYN and FIN each take one sequence number.  A direction closes on FIN once every byte before it
-  has been delivered (or declared missing), on RST, or at the end of the capture.
+  has been delivered (or declared missing), at the end of the capture, or on RST: the resetting
+  side's direction at once, the other one after a short grace period for bytes still in flight.
 * A SYN with a new initial sequence number on a known 4-tuple starts a new connection (port
   reuse); ``ConnKey.index`` tells them apart.  Finished connections are forgotten; only a bounded
   table of recently closed 4-tuples is kept so that their last ACKs do not open phantom
@@ -32,9 +33,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tlsproxy.capture.packets import ACK, FIN, RST, SYN, TcpSegment, format_endpoint
+from tlsproxy.capture.pcap import frozen_builder
 from tlsproxy.wire.events import Direction
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "looks_like_client_hello", "MAX_OUT_OF_ORDER", "RECENT_WINDOW",
 ]
 
+_INF = float("inf")
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
 
@@ -59,6 +62,12 @@ RECENT_WINDOW = 16 << 10
 """Delivered bytes kept per direction (16 KiB, at most twice that between trims) so that a
 retransmission can be compared with the first copy.  Retransmissions further back are counted but
 not compared; keeping more would cost memory per open connection."""
+
+RESET_GRACE = 5.0
+"""Seconds (capture time) a direction stays open after the *other* side sent a RST, for the bytes
+that were already in flight: a capture taken near the resetting host sees them after the RST (and
+they can matter: a server's Heartbleed leak often arrives after the client gave up).  Zeek waits
+the same 5 s (``tcp_reset_delay``) before forgetting a reset connection."""
 
 TOMBSTONES = 65_536
 """Recently finished 4-tuples remembered (oldest forgotten first), so that trailing ACKs and
@@ -136,16 +145,22 @@ class StreamConflict(StreamEvent):
 class StreamClosed(StreamEvent):
     """The direction ended: ``how`` is ``"fin"``, ``"rst"`` (either side reset), ``"end"`` (end of
     capture, or the 4-tuple was reused) or ``"idle"`` (no segment for ``idle_timeout``).
-    ``offset`` is the stream's final length."""
+    ``offset`` is the stream's final length.  ``by`` is who ended it: ``"client"`` or
+    ``"server"`` (for ``"fin"`` the direction's sender, for ``"rst"`` the side that sent the reset),
+    ``None`` when nobody did (end of capture, idle)."""
 
     direction: Direction
     how: str
     offset: int
+    by: str | None = None
 
 
 @dataclass(**_EV)
 class ConnectionFinished(StreamEvent):
     """Both directions are closed; the connection's state has been dropped."""
+
+
+_stream_data = frozen_builder(StreamData)  # (conn, at, direction, data, offset): the hot path
 
 
 def looks_like_client_hello(payload: bytes) -> bool:
@@ -164,6 +179,8 @@ def _looks_like_server_hello(payload: bytes) -> bool:
 
 @dataclass(slots=True)
 class ReassemblyStats:
+    """Counters for a capture summary (retransmissions, probes, segments that fit nowhere)."""
+
     segments: int = 0
     connections: int = 0
     retransmitted_bytes: int = 0
@@ -174,7 +191,6 @@ class ReassemblyStats:
     late_segments: int = 0
     out_of_window: int = 0
     idle_closed: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class _Half:
@@ -204,7 +220,7 @@ class _Half:
 
 
 class _Conn:
-    __slots__ = ("index", "a", "b", "key", "first_at", "last_at", "opened")
+    __slots__ = ("index", "a", "b", "key", "first_at", "last_at", "opened", "reset_by")
 
     def __init__(self, index: int, a: _Half, b: _Half, at: float) -> None:
         self.index = index
@@ -214,6 +230,7 @@ class _Conn:
         self.first_at = at
         self.last_at = at
         self.opened = False
+        self.reset_by: _Half | None = None  # the side that sent a RST, if one did
 
 
 class TcpReassembler:
@@ -230,7 +247,10 @@ class TcpReassembler:
         self._tombstones: OrderedDict[tuple[tuple[str, int], tuple[str, int]], float] = OrderedDict()
         self._next_index = 0
         self._idle_timeout = idle_timeout
-        self._next_sweep = 0.0
+        self._next_sweep = 0.0 if idle_timeout is not None else _INF
+        # Connections reset by one side, waiting for the other side's bytes still in flight.
+        self._resets: dict[int, float] = {}
+        self._timer_at = 0.0  # the earliest capture time at which a timer above is due
         self.stats = ReassemblyStats()
 
     @property
@@ -241,8 +261,9 @@ class TcpReassembler:
 
     def feed(self, seg: TcpSegment) -> list[StreamEvent]:
         self.stats.segments += 1
+        timers_due = seg.timestamp >= self._timer_at
         entry = self._table.get((seg.src, seg.dst))
-        if entry is not None:
+        if entry is not None and not timers_due:
             conn, half = entry
             conn.last_at = seg.timestamp
             # Fast path: plain data exactly at the next expected byte, nothing buffered.
@@ -257,15 +278,21 @@ class TcpReassembler:
                     tail += data
                     if len(tail) > 2 * RECENT_WINDOW:
                         del tail[:-RECENT_WINDOW]
-                    return [StreamData(conn=conn.key, direction=half.direction, data=data,
-                                       offset=nxt - half.base, at=seg.timestamp)]
+                    return [_stream_data(conn.key, seg.timestamp, half.direction, data,
+                                         nxt - half.base)]
             out: list[StreamEvent] = []
             self._segment(conn, half, seg, out)
+            return out
+        out = []
+        if timers_due:
+            self._timers(seg.timestamp, out)
+            entry = self._table.get((seg.src, seg.dst))
+        if entry is not None:
+            conn, half = entry
+            conn.last_at = seg.timestamp
+            self._segment(conn, half, seg, out)
         else:
-            out = []
             self._new_tuple(seg, out)
-        if self._idle_timeout is not None and seg.timestamp >= self._next_sweep:
-            self._sweep(seg.timestamp, out)
         return out
 
     def finish(self) -> list[StreamEvent]:
@@ -318,19 +345,44 @@ class TcpReassembler:
         client = b if b.endpoint[1] > a.endpoint[1] else a
         self._decide(conn, client, "port", out)
 
-    def _end(self, conn: _Conn, how: str, at: float, out: list[StreamEvent]) -> None:
-        """Close whatever is still open and drop the connection."""
+    def _end(self, conn: _Conn, how: str, at: float, out: list[StreamEvent],
+             by: _Half | None = None) -> None:
+        """Close whatever is still open and drop the connection (``by``: who sent the RST)."""
         if not conn.opened:
             self._decide_by_port(conn, out)
+        if conn.reset_by is not None:
+            how, by = "rst", conn.reset_by  # the other side's reset ends whatever is left
         for half in (conn.a, conn.b) if conn.a.direction is Direction.C2S else (conn.b, conn.a):
             if not half.closed:
                 self._flush(conn, half, at, out)
-                self._close(conn, half, "fin" if half.fin_at is not None else how, at, out)
+                if half.fin_at is not None:
+                    self._close(conn, half, "fin", at, out, half.direction.sender)
+                else:
+                    self._close(conn, half, how, at, out, by.direction.sender if by else None)
         self._finished(conn, at, out)
+
+    def _reset(self, conn: _Conn, half: _Half, at: float, out: list[StreamEvent]) -> None:
+        """``half``'s side sent a RST: it will send nothing more, so its direction ends now.  The
+        other side may still have bytes in flight (a capture near the resetting host sees them
+        after the RST), so its direction stays open for ``RESET_GRACE`` seconds."""
+        if not conn.opened:
+            self._decide_by_port(conn, out)
+        if not half.closed:  # (it may have closed with a FIN, or reset before)
+            self._flush(conn, half, at, out)
+            self._close(conn, half, "rst", at, out, half.direction.sender)  # type: ignore[union-attr]
+        peer = conn.b if half is conn.a else conn.a
+        if peer.closed:
+            self._finished(conn, at, out)
+        elif conn.reset_by is None:
+            conn.reset_by = half
+            self._resets[conn.index] = at + RESET_GRACE
+            self._reschedule()
 
     def _finished(self, conn: _Conn, at: float, out: list[StreamEvent]) -> None:
         out.append(ConnectionFinished(conn=conn.key, at=at))
         del self._conns[conn.index]
+        if self._resets.pop(conn.index, None) is not None:
+            self._reschedule()
         ka, kb = (conn.a.endpoint, conn.b.endpoint), (conn.b.endpoint, conn.a.endpoint)
         if self._table.get(ka, (None,))[0] is conn:
             del self._table[ka]
@@ -343,13 +395,22 @@ class TcpReassembler:
         while len(tomb) > TOMBSTONES:
             tomb.popitem(last=False)
 
-    def _sweep(self, now: float, out: list[StreamEvent]) -> None:
+    def _timers(self, now: float, out: list[StreamEvent]) -> None:
+        """Run what is due at capture time ``now``: reset grace periods, then the idle sweep."""
+        for index, deadline in list(self._resets.items()):
+            if deadline <= now and index in self._conns:
+                conn = self._conns[index]
+                self._end(conn, "rst", conn.last_at, out, by=conn.reset_by)
         timeout = self._idle_timeout
-        assert timeout is not None
-        self._next_sweep = now + min(timeout / 4, 60.0)
-        for conn in [c for c in self._conns.values() if now - c.last_at > timeout]:
-            self.stats.idle_closed += 1
-            self._end(conn, "idle", conn.last_at, out)
+        if timeout is not None and now >= self._next_sweep:
+            self._next_sweep = now + min(timeout / 4, 60.0)
+            for conn in [c for c in self._conns.values() if now - c.last_at > timeout]:
+                self.stats.idle_closed += 1
+                self._end(conn, "idle", conn.last_at, out)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        self._timer_at = min(self._next_sweep, min(self._resets.values(), default=_INF))
 
     # segments ----------------------------------------------------------------------------------
 
@@ -357,7 +418,7 @@ class TcpReassembler:
         flags = seg.flags
         at = seg.timestamp
         if flags & RST:
-            self._end(conn, "rst", at, out)
+            self._reset(conn, half, at, out)
             return
         data_seq = seg.seq
         if flags & SYN:
@@ -418,7 +479,7 @@ class TcpReassembler:
                 half.fast = False
         if half.fin_at is not None and half.next >= half.fin_at:
             self._flush(conn, half, at, out)
-            self._close(conn, half, "fin", at, out)
+            self._close(conn, half, "fin", at, out, half.direction.sender)
             peer = conn.b if half is conn.a else conn.a
             if peer.closed:
                 self._finished(conn, at, out)
@@ -490,8 +551,7 @@ class TcpReassembler:
         tail += data
         if len(tail) > 2 * RECENT_WINDOW:
             del tail[:-RECENT_WINDOW]
-        out.append(StreamData(conn=conn.key, direction=half.direction, data=data,
-                              offset=nxt - half.base, at=at))
+        out.append(_stream_data(conn.key, at, half.direction, data, nxt - half.base))
 
     def _gap(self, conn: _Conn, half: _Half, length: int, at: float, out: list[StreamEvent]) -> None:
         if length <= 0:
@@ -598,7 +658,8 @@ class TcpReassembler:
         if half.fin_at is not None and half.next < half.fin_at:
             self._gap(conn, half, half.fin_at - half.next, at, out)
 
-    def _close(self, conn: _Conn, half: _Half, how: str, at: float, out: list[StreamEvent]) -> None:
+    def _close(self, conn: _Conn, half: _Half, how: str, at: float, out: list[StreamEvent],
+               by: str | None) -> None:
         half.closed = True
         half.fast = False
         half.starts.clear()
@@ -607,4 +668,4 @@ class TcpReassembler:
         half.tail = bytearray()
         length = (half.next - half.base) if half.next is not None else 0
         out.append(StreamClosed(conn=conn.key, direction=half.direction, how=how, offset=length,
-                                at=at))
+                                at=at, by=by))

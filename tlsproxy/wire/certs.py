@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import dh, dsa, ec, ed448, ed2551
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 __all__ = [
+    "DN_ATTRIBUTE_NAMES",
     "CertificateInfo",
     "certificate_to_dict",
     "decode_certificate",
@@ -236,8 +237,25 @@ def _decode(der: bytes) -> CertificateInfo:
     )
 
 
+#: Attribute names that RFC 4514 lacks but OpenSSL (and so Zeek, Wireshark, people) print; without
+#: them cryptography writes the dotted OID.  ``normalize_dn`` in analysis reads them back.
+DN_ATTRIBUTE_NAMES: dict[ObjectIdentifier, str] = {
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.SURNAME: "SN",
+    NameOID.GIVEN_NAME: "GN",
+    NameOID.TITLE: "title",
+    NameOID.BUSINESS_CATEGORY: "businessCategory",
+    NameOID.POSTAL_CODE: "postalCode",
+    NameOID.JURISDICTION_COUNTRY_NAME: "jurisdictionC",
+    NameOID.JURISDICTION_STATE_OR_PROVINCE_NAME: "jurisdictionST",
+    NameOID.JURISDICTION_LOCALITY_NAME: "jurisdictionL",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+}
+
+
 def _rfc4514(name: x509.Name | None) -> str | None:
-    return None if name is None else name.rfc4514_string()
+    return None if name is None else name.rfc4514_string(DN_ATTRIBUTE_NAMES)
 
 
 def _common_name(name: x509.Name | None) -> str | None:
@@ -330,7 +348,7 @@ def _split_sans(
         elif isinstance(name, x509.UniformResourceIdentifier):
             other.append(f"uri:{name.value}")
         elif isinstance(name, x509.DirectoryName):
-            other.append(f"dirname:{name.value.rfc4514_string()}")
+            other.append(f"dirname:{name.value.rfc4514_string(DN_ATTRIBUTE_NAMES)}")
         elif isinstance(name, x509.RegisteredID):
             other.append(f"rid:{name.value.dotted_string}")
         elif isinstance(name, x509.OtherName):
@@ -570,7 +588,7 @@ def _decode_distinguished_name(der: bytes) -> str:
     tbs = _der_tlv(0x30, _CRL_ALG + der + _CRL_THIS_UPDATE)
     crl_der = _der_tlv(0x30, tbs + _CRL_ALG + b"\x03\x01\x00")
     errs = _Errors()
-    name = errs.guard("name", lambda: x509.load_der_x509_crl(crl_der).issuer.rfc4514_string(), None)
+    name = errs.guard("name", lambda: x509.load_der_x509_crl(crl_der).issuer.rfc4514_string(DN_ATTRIBUTE_NAMES), None)
     return undecodable if name is None else name
 
 

@@ -25,11 +25,12 @@ EOF) raises.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from collections import deque
+from typing import Any, Protocol
 
 from tlsproxy.wire import events as ev
 from tlsproxy.wire.events import ContentType, Direction
-from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE, HandshakeReassembler, HandshakeTooLarge
+from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE, HandshakeReassembler, RawHandshake
 from tlsproxy.wire.messages import ClientHello, DecodeContext, HandshakeType, ServerHello, decode_message
 from tlsproxy.wire.records import SSLV2, TLS, LayerNotice, RawRecord, RecordLayer
 from tlsproxy.wire.sslv2 import (
@@ -42,6 +43,12 @@ from tlsproxy.wire.sslv2 import (
 
 TLS1_3 = 0x0304
 _EARLY_DATA_EXT = 42
+_ENCRYPT_THEN_MAC_EXT = 22
+
+# Records that arrive before their secrets are in the key log wait, per direction, up to this
+# many bytes (a whole handshake flight is a few KiB; a client writes its secrets before it sends
+# its Finished, so the wait is short).  Beyond it the oldest are given up on.
+MAX_HELD_BYTES = 1 << 20
 
 
 class ConnectionError_(RuntimeError):
@@ -56,7 +63,11 @@ class Decryptor(Protocol):
     def set_extensions(self, *, encrypt_then_mac: bool) -> None: ...
     def change_epoch(self, direction: Direction, epoch: str) -> None: ...
     def key_update(self, direction: Direction) -> None: ...
-    def decrypt(self, direction: Direction, content_type: int, record_version: int, payload: bytes) -> object: ...
+    def decrypt(self, direction: Direction, content_type: int, record_version: int, payload: bytes) -> Any: ...
+    def skip(self, direction: Direction, payload: bytes) -> None: ...
+    def epoch(self, direction: Direction) -> str: ...
+    @property
+    def keylog_version(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -102,6 +113,10 @@ class TLSConnection:
         self.state = ConnectionState()
         self.decryptor = decryptor
         self._client_flight_started = False
+        self._held: dict[Direction, deque[tuple[RawRecord, float]]] = {d: deque() for d in Direction}
+        self._held_bytes = {d: 0 for d in Direction}
+        self._keylog_version = -1
+        self._unsupported_said: set[Direction] = set()
         self._sides = {
             Direction.C2S: self._make_side(Direction.C2S, max_message_size),
             Direction.S2C: self._make_side(Direction.S2C, max_message_size),
@@ -122,6 +137,8 @@ class TLSConnection:
                 return []
             raise ConnectionError_(f"{direction.value} fed after its end of stream")
         out: list[ev.Event] = []
+        if self.decryptor is not None:
+            self._retry_held(at, out)
         if not data:
             side.eof = True
             out.extend(self._flush_at_eof(direction, side, at))
@@ -136,6 +153,14 @@ class TLSConnection:
                     self._on_record(direction, side, item, at, out)
             else:
                 self._on_notice(direction, item, at, out)
+        return out
+
+    def poll(self, *, at: float) -> list[ev.Event]:
+        """Decrypt held records if the key log learned new secrets (live proxy: call when the key
+        log file grew, even if no bytes arrived)."""
+        out: list[ev.Event] = []
+        if self.decryptor is not None:
+            self._retry_held(at, out)
         return out
 
     def gap(self, direction: Direction, length: int, *, at: float) -> list[ev.Event]:
@@ -192,6 +217,8 @@ class TLSConnection:
     def _on_record(self, direction: Direction, side: _Side, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
         ctype = rec.content_type
         if self._is_protected(direction, ctype):
+            if self.decryptor is not None and rec.payload is not None and self._try_decrypt(direction, side, rec, at, out):
+                return
             side.encrypted_seen += 1
             tls13 = self.state.tls13
             if tls13:  # a TLS 1.3 record tells about the *other* side's flight: infer first
@@ -215,6 +242,85 @@ class TLSConnection:
             self._on_ccs(direction, side, payload, rec.offset, at, out)
         elif ctype == ContentType.heartbeat:
             out.append(_heartbeat(direction, payload, rec.offset, at))
+
+    # -- decryption (only with a key log) ---------------------------------------------------
+
+    def _try_decrypt(self, direction: Direction, side: _Side, rec: RawRecord, at: float, out: list[ev.Event]) -> bool:
+        """Open a protected record; ``True`` when its events were produced here."""
+        assert self.decryptor is not None and rec.payload is not None
+        if self._held[direction]:  # keep the order: queue behind records still waiting
+            self._hold(direction, rec, at, out)
+            return False
+        result = self.decryptor.decrypt(direction, rec.content_type, rec.version, rec.payload)
+        if result.status == "ok":
+            phase = self._phase(direction, rec.content_type)
+            out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=rec.content_type,
+                                 version=rec.version, length=rec.length, encrypted=True, phase=phase,
+                                 decrypted=True, inner_type=result.inner_type))
+            self._on_plaintext(direction, side, rec.offset, result.inner_type, result.plaintext, at, out)
+            return True
+        if result.status == "no_keys":
+            self._hold(direction, rec, at, out)
+        elif result.status == "failed":
+            out.append(ev.DecryptionFailed(direction=direction, offset=rec.offset, at=at,
+                                           content_type=rec.content_type, length=rec.length, reason=result.reason))
+        elif direction not in self._unsupported_said:
+            self._unsupported_said.add(direction)
+            out.append(ev.DecryptionFailed(direction=direction, offset=rec.offset, at=at,
+                                           content_type=rec.content_type, length=rec.length,
+                                           reason=f"cannot decrypt: {result.reason}"))
+        return False
+
+    def _on_plaintext(self, direction: Direction, side: _Side, offset: int, inner_type: int, plaintext: bytes,
+                      at: float, out: list[ev.Event]) -> None:
+        if inner_type == ContentType.handshake:
+            self._on_handshake_payload(direction, side, plaintext, offset, at, out, decrypted=True)
+        elif inner_type == ContentType.alert:
+            self._on_alert(direction, plaintext, offset, at, out, decrypted=True)
+        elif inner_type == ContentType.change_cipher_spec:
+            self._on_ccs(direction, side, plaintext, offset, at, out)
+        elif inner_type == ContentType.heartbeat:
+            out.append(_heartbeat(direction, plaintext, offset, at))
+
+    def _hold(self, direction: Direction, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
+        assert rec.payload is not None and self.decryptor is not None
+        held = self._held[direction]
+        held.append((rec, at))
+        self._held_bytes[direction] += len(rec.payload)
+        dropped = 0
+        while self._held_bytes[direction] > MAX_HELD_BYTES:
+            old, _ = held.popleft()
+            assert old.payload is not None
+            self._held_bytes[direction] -= len(old.payload)
+            self.decryptor.skip(direction, old.payload)
+            dropped += 1
+        if dropped:
+            out.append(ev.DecodeError(direction=direction, offset=rec.offset, at=at, where="decrypt",
+                                      reason=f"gave up waiting for key log secrets on {dropped} record(s)"))
+
+    def _retry_held(self, at: float, out: list[ev.Event]) -> None:
+        assert self.decryptor is not None
+        version = self.decryptor.keylog_version
+        if version == self._keylog_version:
+            return
+        self._keylog_version = version
+        for direction in Direction:
+            held = self._held[direction]
+            side = self._sides[direction]
+            while held:
+                rec, _ = held[0]
+                assert rec.payload is not None
+                result = self.decryptor.decrypt(direction, rec.content_type, rec.version, rec.payload)
+                if result.status == "no_keys":
+                    break
+                held.popleft()
+                self._held_bytes[direction] -= len(rec.payload)
+                if result.status == "ok":
+                    self._on_plaintext(direction, side, rec.offset, result.inner_type, result.plaintext, at, out)
+                else:
+                    out.append(ev.DecryptionFailed(direction=direction, offset=rec.offset, at=at,
+                                                   content_type=rec.content_type, length=rec.length,
+                                                   reason=result.reason or result.status))
 
     def _infer_finished(self, direction: Direction, ctype: int) -> None:
         """Without keys, guess when each side's Finished went by, for the phase of later records.
@@ -242,48 +348,75 @@ class TLSConnection:
                               out: list[ev.Event], decrypted: bool = False) -> None:
         if side.handshake_stopped:
             return
-        try:
-            raws = side.handshake.feed(payload, offset)
-        except HandshakeTooLarge as exc:
+        raws, too_large = side.handshake.feed(payload, offset)
+        for raw in raws:
+            self._on_raw_handshake(direction, raw, at, out, decrypted)
+        if too_large is not None:
             side.handshake_stopped = True
             side.handshake.reset()
-            out.append(ev.DecodeError(direction=direction, offset=exc.offset, at=at, where="handshake",
-                                      reason=str(exc)))
-            out.append(ev.ParsingStopped(direction=direction, offset=exc.offset, at=at,
+            out.append(ev.DecodeError(direction=direction, offset=too_large.offset, at=at, where="handshake",
+                                      reason=str(too_large)))
+            out.append(ev.ParsingStopped(direction=direction, offset=too_large.offset, at=at,
                                          reason="handshake reassembly stopped: message over the size cap"))
-            return
-        for raw in raws:
-            ctx = DecodeContext(tls13=self.state.tls13, version=self.state.version,
-                                cipher_suite=self.state.cipher_suite)
-            message, error = decode_message(raw.msg_type, raw.raw[4:], ctx)
-            out.append(ev.HandshakeMessage(direction=direction, offset=raw.offset, at=at, msg_type=raw.msg_type,
-                                           length=len(raw.raw) - 4, raw=raw.raw, message=message, error=error,
-                                           decrypted=decrypted))
-            if error is not None:
-                out.append(ev.DecodeError(direction=direction, offset=raw.offset, at=at, where="handshake",
-                                          reason=f"{_hs_label(raw.msg_type)}: {error}"))
-            if message is not None:
-                self._on_message(direction, raw.msg_type, message)
+
+    def _on_raw_handshake(self, direction: Direction, raw: RawHandshake, at: float, out: list[ev.Event],
+                          decrypted: bool) -> None:
+        ctx = DecodeContext(tls13=self.state.tls13, version=self.state.version,
+                            cipher_suite=self.state.cipher_suite)
+        message, error = decode_message(raw.msg_type, raw.raw[4:], ctx)
+        out.append(ev.HandshakeMessage(direction=direction, offset=raw.offset, at=at, msg_type=raw.msg_type,
+                                       length=len(raw.raw) - 4, raw=raw.raw, message=message, error=error,
+                                       decrypted=decrypted))
+        if error is not None:
+            out.append(ev.DecodeError(direction=direction, offset=raw.offset, at=at, where="handshake",
+                                      reason=f"{_hs_label(raw.msg_type)}: {error}"))
+        if message is not None:
+            self._on_message(direction, raw.msg_type, message)
 
     def _on_message(self, direction: Direction, msg_type: int, message: object) -> None:
         st = self.state
+        dec = self.decryptor
         if msg_type == HandshakeType.client_hello and isinstance(message, ClientHello):
             st.client_hellos += 1
             st.client_hello = message
-            if self.decryptor is not None:
-                self.decryptor.set_client_random(message.random)
+            if dec is not None:
+                dec.set_client_random(message.random)
+                if st.server_hello is None and st.client_offered_tls13 and message.ext(_EARLY_DATA_EXT):
+                    dec.change_epoch(Direction.C2S, "early")
         elif msg_type == HandshakeType.server_hello and isinstance(message, ServerHello):
             if message.is_hello_retry_request:
                 st.hello_retry_request = message
                 st.version = message.selected_version
+                if dec is not None and dec.epoch(Direction.C2S) == "early":
+                    dec.change_epoch(Direction.C2S, "plaintext")  # 0-RTT is refused after a retry
                 return
             st.server_hello = message
             st.version = message.selected_version
             st.cipher_suite = message.cipher_suite
-            if self.decryptor is not None:
-                self.decryptor.set_server_hello(message.random, st.version, message.cipher_suite)
+            if dec is not None:
+                dec.set_server_hello(message.random, st.version, message.cipher_suite)
+                ch = st.client_hello
+                etm = ch is not None and ch.ext(_ENCRYPT_THEN_MAC_EXT) is not None
+                dec.set_extensions(encrypt_then_mac=etm and message.ext(_ENCRYPT_THEN_MAC_EXT) is not None)
+                if st.tls13:
+                    dec.change_epoch(Direction.S2C, "handshake")
+                    if dec.epoch(Direction.C2S) != "early":
+                        dec.change_epoch(Direction.C2S, "handshake")
         elif msg_type == HandshakeType.finished:
             self._sides[direction].finished = True
+            if dec is not None and st.tls13:
+                dec.change_epoch(direction, "application")
+        elif dec is not None and st.tls13:
+            if msg_type == HandshakeType.end_of_early_data:
+                dec.change_epoch(Direction.C2S, "handshake")
+            elif msg_type == HandshakeType.encrypted_extensions and dec.epoch(Direction.C2S) == "early":
+                if getattr(message, "ext", lambda t: None)(_EARLY_DATA_EXT) is None:
+                    dec.change_epoch(Direction.C2S, "handshake")  # the server refused 0-RTT
+            elif msg_type == HandshakeType.key_update:
+                try:
+                    dec.key_update(direction)
+                except ValueError:
+                    pass  # a KeyUpdate before the application epoch: the analyzer flags the order
 
     # -- other content types ----------------------------------------------------------------
 

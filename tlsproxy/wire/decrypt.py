@@ -150,6 +150,11 @@ class ConnectionDecryptor:
     def epoch(self, direction: Direction) -> str:
         return self._dirs[direction].epoch
 
+    @property
+    def keylog_version(self) -> int:
+        """Changes whenever the key log learned a secret: the moment to retry held records."""
+        return self._keylog.version
+
     def has_keys(self, direction: Direction) -> bool:
         """Whether records in ``direction`` can be opened now (consults the key log)."""
         state = self._dirs[direction]
@@ -289,7 +294,7 @@ def _activate(state: _Direction, opener: Opener, *, inner: bool) -> None:
 
 def _inner_plaintext(plain: bytes) -> DecryptResult:
     """Split TLSInnerPlaintext: content, the real content type, then zero padding."""
-    end = len(plain.rstrip(b"\x00"))
+    end = len(plain) if plain[-1:] not in (b"\x00", b"") else len(plain.rstrip(b"\x00"))  # usual: no padding
     if end == 0:
         return DecryptResult(status="failed", reason="inner plaintext has no content type")
     return DecryptResult(status="ok", inner_type=plain[end - 1], plaintext=plain[: end - 1])

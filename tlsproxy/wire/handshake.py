@@ -50,23 +50,23 @@ class HandshakeReassembler:
         self._segments.clear()
         return dropped
 
-    def feed(self, payload: bytes, record_offset: int) -> list[RawHandshake]:
-        """Add one record's handshake payload; return the messages it completes.
-
-        Raises :class:`HandshakeTooLarge` when a message header claims more than the cap; the
-        caller then stops reassembling this direction.
-        """
+    def feed(self, payload: bytes, record_offset: int) -> tuple[list[RawHandshake], HandshakeTooLarge | None]:
+        """Add one record's handshake payload; return the messages it completes and, when a
+        message header claims more than the cap, the refusal (the messages before it still count;
+        the caller then stops reassembling this direction)."""
         if not payload:
-            return []
+            return [], None
         self._buf += payload
         self._segments.append((self._consumed + len(self._buf), record_offset))
         out: list[RawHandshake] = []
+        too_large = None
         buf = self._buf
         pos = 0
         while len(buf) - pos >= 4:
             length = (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
             if length > self.max_message_size:
-                raise HandshakeTooLarge(buf[pos], length, self.max_message_size, self._origin(pos))
+                too_large = HandshakeTooLarge(buf[pos], length, self.max_message_size, self._origin(pos))
+                break
             end = pos + 4 + length
             if end > len(buf):
                 break
@@ -77,7 +77,7 @@ class HandshakeReassembler:
             self._consumed += pos
             while self._segments and self._segments[0][0] <= self._consumed:
                 self._segments.pop(0)
-        return out
+        return out, too_large
 
     def _origin(self, pos: int) -> int:
         logical = self._consumed + pos

@@ -37,10 +37,12 @@ def guess_protocol(data: bytes) -> str:
         return "pop3"
     if re.match(rb"[A-Za-z0-9]+ (CAPABILITY|STARTTLS|LOGIN)", data, re.I):
         return "imap"
-    if len(data) >= 3 and data[0] == 5 and 1 <= data[1] <= 9:
-        return "socks5"
+    if len(data) >= 2 and data[0] == 5 and (data[1] <= 9 or data[1] == 0xFF):
+        return "socks5"  # a client greeting (method count) or a server's method choice
     if len(data) >= 8 and data[0] == 4 and data[1] in (1, 2):
         return "socks4"
+    if len(data) >= 8 and data[0] == 0 and 0x5A <= data[1] <= 0x5D:
+        return "socks4"  # the server's reply
     if _is_text(data):
         return "text"
     return "binary"

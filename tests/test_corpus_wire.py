@@ -1,0 +1,109 @@
+"""Every capture of the shared corpus, through the capture front end and the wire core, decodes
+to the message sequence tshark found (see ``../shared/corpus/MANIFEST.md``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.wirehelp import tshark_style
+from tlsproxy.frontends.capture import analyze_capture
+from tlsproxy.wire import events as ev
+from tlsproxy.wire.connection import TLSConnection
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+pytestmark = pytest.mark.skipif(not (CORPUS / "MANIFEST.md").exists(), reason=f"corpus not found at {CORPUS}")
+
+# Where our reading differs from tshark's, and why we are right (each checked by hand).
+KNOWN_DIFFERENCES = {
+    # tshark leaves the 21-record Certificate unparsed; we reassemble it.
+    ("zeek/tls-fragmented-handshake.pcap", 0): (
+        "C: ClientHello | S: ServerHello,Certificate(1),ServerKeyExchange,ServerHelloDone"),
+    # tshark reads the key log embedded in the pcapng (a Decryption Secrets Block) and so sees the
+    # NULL-cipher Finished and close_notify; without keys they are encrypted records to us.
+    ("wireshark-notes/tls-null.pcapng", 0): (
+        "C: ClientHello | S: ServerHello,Certificate(1),ServerHelloDone | "
+        "C: ClientKeyExchange,ChangeCipherSpec,EncryptedHandshake | S: ChangeCipherSpec,EncryptedHandshake | "
+        "C: AppData | S: AppData | C: Alert(encrypted)"),
+}
+
+
+# Captures made to be broken: decode errors there are the expected result.
+DAMAGED = {"suricata-verify/tls_DER-incomplete-header.pcap"}
+
+
+class WireCollector:
+    """Stands where the pipeline stands: one TLSConnection per connection, events kept."""
+
+    def __init__(self) -> None:
+        self.conns: dict[int, TLSConnection] = {}
+        self.events: dict[int, list[ev.Event]] = {}
+        self.info: dict[int, object] = {}
+
+    def open(self, info) -> None:
+        self.conns[info.id] = TLSConnection()
+        self.events[info.id] = []
+        self.info[info.id] = info
+
+    def data(self, conn_id, direction, data, at) -> None:
+        self.events[conn_id] += self.conns[conn_id].feed(direction, data, at=at)
+
+    def eof(self, conn_id, direction, at) -> None:
+        self.events[conn_id] += self.conns[conn_id].feed(direction, b"", at=at)
+
+    def gap(self, conn_id, direction, length, at) -> None:
+        self.events[conn_id] += self.conns[conn_id].gap(direction, length, at=at)
+
+    def close(self, conn_id, end) -> None:
+        self.info[conn_id] = (self.info[conn_id], end)
+
+
+def _captures() -> list[Path]:
+    if not CORPUS.exists():
+        return []
+    return sorted(p for p in CORPUS.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+
+
+def analyse(path: Path) -> WireCollector:
+    collector = WireCollector()
+    collector.stats = analyze_capture(path, collector)  # type: ignore[arg-type]
+    return collector
+
+
+def _endpoint(addr: tuple[str, int]) -> str:
+    return f"{addr[0]}:{addr[1]}"
+
+
+@pytest.mark.parametrize("capture", _captures(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_capture_matches_tshark(capture: Path):
+    summary_file = capture.parent / "tshark" / f"{capture.name}.tshark.json"
+    expected = json.loads(summary_file.read_text())
+    collector = analyse(capture)
+    ours = {}
+    for conn_id, events in collector.events.items():
+        info = collector.info[conn_id]
+        info = info[0] if isinstance(info, tuple) else info
+        ours[(_endpoint(info.client), _endpoint(info.server))] = events
+    rel = f"{capture.parent.name}/{capture.name}"
+    for stream in expected["streams"]:
+        key = (stream["client"], stream["server"])
+        assert key in ours, f"{rel}: stream {stream['stream']} {key} not analysed; we have {sorted(ours)}"
+        events = ours[key]
+        if rel not in DAMAGED:
+            for e in events:
+                assert not (isinstance(e, ev.DecodeError) and e.where == "handshake" and "cap" in e.reason)
+        got = tshark_style(events)
+        want = KNOWN_DIFFERENCES.get((rel, stream["stream"]), stream["seq"])
+        assert got == want, f"{rel} stream {stream['stream']}"
+
+
+def test_damaged_capture_is_analysed_up_to_the_damage():
+    collector = analyse(CORPUS / "suricata-verify" / "tls_DER-incomplete-header.pcap")
+    assert collector.stats.error and "damaged" in collector.stats.error
+    (events,) = collector.events.values()  # the connection before the damage was still analysed
+    assert tshark_style(events) == "C: ClientHello | S: ServerHello,Certificate(1)"
+    # Suricata expects "invalid handshake message": bytes after the Certificate claim 16 MiB.
+    errors = [e for e in events if isinstance(e, ev.DecodeError)]
+    assert any("claims 16777215 bytes" in e.reason for e in errors)

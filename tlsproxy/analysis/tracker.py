@@ -1,0 +1,547 @@
+"""One tracker per connection: wire events in, findings out, and a diagnosis at the end.
+
+The tracker is sans-IO like the wire core: times come from the events and from the caller, it
+never reads a clock, a file or a socket, and it never prints.  It keeps a bounded model of the
+connection (hellos, the certificate chains, the last few alerts and handshake messages, counters
+and last times for application data, never the data itself) and hands each event to the rule
+modules in ``tlsproxy.analysis.rules``, which return findings.
+
+Steps and phases
+----------------
+``step`` is the last handshake milestone and who reached it, as the diagnosis names it:
+``client_hello``, ``server_hello``, ``certificate``, ``server_hello_done``, ``client_key_exchange``,
+``change_cipher_spec``, ``finished`` (TLS <= 1.2, seen or inferred from the first protected
+handshake record after a change_cipher_spec), ``server_flight`` / ``client_flight`` (TLS 1.3 without
+keys: the encrypted flights, whose end is inferred from the other side starting to send) and
+``complete``.
+
+Handshake completion: TLS <= 1.2 when both Finished went by.  TLS 1.3 without keys: the server's
+flight ends when the client's first protected record arrives; the client's flight is accepted when
+the server then sends a record that is not alert-sized, or sends anything the client answers.  A
+server record of alert size after the client's flight followed by a close is a failed handshake
+(inferred, ``certain=False``).  With a key log (decrypted events) the Finished messages decide.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tlsproxy.analysis import diagnosis as _diagnosis
+from tlsproxy.analysis.catalog import make_finding
+from tlsproxy.analysis.chain import load_system_trust
+from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding
+from tlsproxy.analysis.rules import (
+    alerts,
+    certificates,
+    ciphers,
+    clientauth,
+    closes,
+    nottls,
+    protocol,
+    stalls,
+    versions,
+)
+from tlsproxy.wire import events as ev
+from tlsproxy.wire.certs import CertificateInfo
+from tlsproxy.wire.events import ContentType, Direction
+from tlsproxy.wire.messages import (
+    Certificate,
+    CertificateRequest,
+    ClientHello,
+    EncryptedExtensions,
+    HandshakeType,
+    ServerHello,
+    ServerKeyExchange,
+)
+from tlsproxy.wire.registry import TLS1_3, is_tls13_variant
+from tlsproxy.wire.sslv2 import SSL2_MT_CLIENT_HELLO, SSL2_MT_SERVER_HELLO, SSLv2ClientHello
+
+__all__ = ["AnalysisOptions", "Tracker", "system_trust_loader"]
+
+# Bounds on what a connection remembers: a renegotiating or hostile peer must not grow them.
+_MAX_MESSAGES = 64  # handshake messages kept per connection (a full handshake has ~12)
+_MAX_ALERTS = 16
+_MAX_DECODE_ERRORS = 8  # reported per connection; more are counted only
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisOptions:
+    """How to judge connections.
+
+    ``trust_pems`` are trust anchors as PEM (``--ca-file``); else ``trust_loader`` is called once,
+    lazily, when a chain needs verifying (the front end passes :func:`system_trust_loader`); with
+    neither, chains are not path-validated (the other certificate checks still run).
+    """
+
+    now: datetime | None = None
+    expect_host: str | None = None
+    trust_pems: bytes | None = None
+    trust_loader: Callable[[], bytes | None] | None = None
+    keylog: bool = False
+    stall_after: float = 10.0
+
+
+@functools.cache
+def system_trust_loader() -> bytes | None:
+    """The system trust store as PEM, read once per process.  File IO: for front ends only."""
+    return load_system_trust()
+
+
+@dataclass(slots=True)
+class PendingAlert:
+    """An encrypted record that may be an alert; classified once we know what follows it."""
+
+    seq: int
+    at: float
+    length: int
+    certain_alert: bool  # TLS <= 1.2: the content type says alert
+    during_handshake: bool
+    after_app_data: bool
+    step: str
+    sizes: str  # the sizes that matched, for the finding
+
+
+@dataclass(slots=True)
+class AlertSeen:
+    direction: Direction
+    level: int | None
+    description: int | None
+    at: float
+    seq: int
+    step: str
+    decrypted: bool = False
+    inferred: bool = False  # an encrypted abort inferred from size and position
+    during_handshake: bool = True
+    sizes: str = ""
+    interpretation: object = None  # rules.alerts.Interpretation
+
+
+@dataclass(slots=True)
+class Side:
+    """What one direction did."""
+
+    direction: Direction
+    messages: list[int] = field(default_factory=list)  # handshake types in order (bounded)
+    rank: int = 0  # position in the RFC order reached so far (see rules.protocol)
+    bytes_seen: bool = False
+    first_at: float | None = None
+    last_at: float | None = None
+    last_seq: int = -1
+    ccs: bool = False  # TLS <= 1.2 change_cipher_spec that starts encryption
+    finished: bool = False
+    finished_at: float | None = None
+    protected: int = 0
+    app_records: int = 0
+    app_bytes: int = 0
+    last_app_at: float | None = None
+    close_notify: bool = False
+    eof_at: float | None = None
+    pending: PendingAlert | None = None
+    certs: tuple[CertificateInfo, ...] | None = None
+    certificate_msg: Certificate | None = None
+    certificate_verify: bool = False
+    not_tls: ev.NotTLS | None = None
+    record_version_flagged: bool = False
+    decrypt_failed_flagged: bool = False
+    heartbeat_request_len: int | None = None
+    first_protected_len: int | None = None
+
+
+class Tracker:
+    """Follows one connection; see the module docstring."""
+
+    def __init__(self, options: AnalysisOptions, *, wall_start: float, started: float) -> None:
+        self.options = options
+        self.wall_start = wall_start
+        self.started = started
+        self.findings: list[Finding] = []
+        self.client = Side(Direction.C2S)
+        self.server = Side(Direction.S2C)
+        self.client_hello: ClientHello | None = None
+        self.client_hello_at: float | None = None
+        self.client_hellos = 0
+        self.sslv2_hello: SSLv2ClientHello | None = None
+        self.sslv2 = False  # genuine SSL 2.0 negotiated
+        self.hello_retry: ServerHello | None = None
+        self.server_hello: ServerHello | None = None
+        self.server_hello_at: float | None = None
+        self.version: int | None = None
+        self.cipher_suite: int | None = None
+        self.server_key_exchange: ServerKeyExchange | None = None
+        self.cert_request: CertificateRequest | None = None
+        self.cert_request_at: float | None = None
+        self.ssl3_no_certificate = False
+        self.alpn_chosen: str | None = None
+        self.encrypted_extensions: EncryptedExtensions | None = None
+        self.resumed: bool | None = None
+        self.complete = False
+        self.complete_at: float | None = None
+        self.complete_inferred = False
+        self.server_flight_done_at: float | None = None  # TLS 1.3: client's first protected record
+        self.client_flight_at: float | None = None
+        self.client_flight_seq: int | None = None
+        self.server_answered_flight = False
+        self.server_chain_problems: list[str] = []
+        self.client_chain_problems: list[str] = []
+        self.server_chain_verified: str | None = None  # VerifyResult.reason when it failed
+        self.alerts: list[AlertSeen] = []
+        self.first_fatal: AlertSeen | None = None
+        self.step = "start"
+        self.step_by: str | None = None
+        self.step_at: float = started
+        self.progress_at: float = started
+        self.stall_reported: set[str] = set()
+        self.first_eof: Direction | None = None
+        self.end_how: str | None = None
+        self.end_by: str | None = None
+        self.end_reason: str | None = None
+        self.end_at: float | None = None
+        self.renegotiation_flagged = False
+        self.early_data_flagged = False
+        self.decode_errors = 0
+        self.starttls = False
+        self._diagnosis: Diagnosis | None = None
+
+    # -- helpers used by the rules ---------------------------------------------------------
+
+    def side(self, direction: Direction) -> Side:
+        return self.client if direction is Direction.C2S else self.server
+
+    @property
+    def tls13(self) -> bool:
+        return self.version is not None and is_tls13_variant(self.version)
+
+    @property
+    def any_fatal(self) -> bool:
+        return self.first_fatal is not None
+
+    def now_for(self, at: float | None) -> datetime:
+        """The time certificates are judged by: ``--now``, else the wall clock at ``at``."""
+        if self.options.now is not None:
+            return self.options.now
+        offset = 0.0 if at is None else at - self.started
+        return datetime.fromtimestamp(self.wall_start + offset, UTC)
+
+    def trust(self) -> bytes | None:
+        if self.options.trust_pems is not None:
+            return self.options.trust_pems
+        if self.options.trust_loader is not None:
+            return self.options.trust_loader()
+        return None
+
+    def set_step(self, name: str, by: Direction | None, at: float) -> None:
+        self.step = name
+        self.step_by = by.sender if by is not None else None
+        self.step_at = at
+
+    def step_text(self) -> str:
+        """``after the server's server_hello_done`` style label for the last milestone."""
+        if self.step == "start":
+            return "before the ClientHello"
+        if self.step_by is None:
+            return f"after {self.step}"
+        return f"after the {self.step_by}'s {self.step}"
+
+    def mark_complete(self, at: float, *, inferred: bool) -> None:
+        if self.complete:
+            return
+        self.complete = True
+        self.complete_at = at
+        self.complete_inferred = inferred
+        self.set_step("complete", None, at)
+
+    # -- the interface the pipeline uses ----------------------------------------------------
+
+    def add_finding(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def on_event(self, seq: int, event: ev.Event) -> list[Finding]:
+        out: list[Finding] = []
+        side = self.side(event.direction)
+        if not isinstance(event, ev.EndOfStream):
+            side.bytes_seen = True
+            if side.first_at is None:
+                side.first_at = event.at
+            side.last_at = event.at
+            side.last_seq = seq
+            self.progress_at = event.at
+        if isinstance(event, ev.Record):
+            self._on_record(seq, event, side, out)
+        elif isinstance(event, ev.HandshakeMessage):
+            self._on_handshake(seq, event, side, out)
+        elif isinstance(event, ev.Alert):
+            out += alerts.on_alert(self, seq, event)
+        elif isinstance(event, ev.ChangeCipherSpec):
+            self._on_ccs(seq, event, side, out)
+        elif isinstance(event, ev.Heartbeat):
+            out += ciphers.on_heartbeat(self, seq, event)
+        elif isinstance(event, ev.SSLv2Record):
+            self._on_sslv2(seq, event, out)
+        elif isinstance(event, ev.NotTLS):
+            side.not_tls = event
+            out += nottls.on_not_tls(self, seq, event)
+        elif isinstance(event, ev.StartTLS):
+            self.starttls = True
+            out += nottls.on_starttls(self, seq, event)
+        elif isinstance(event, ev.EndOfStream):
+            side.eof_at = event.at
+            if self.first_eof is None:
+                self.first_eof = event.direction
+            out += alerts.resolve_pending(self, side, closing=True)
+        else:
+            out += protocol.on_other(self, seq, event)
+        self.findings.extend(out)
+        self._diagnosis = None
+        return out
+
+    def on_end(self, *, how: str, by: str | None, reason: str | None, at: float) -> list[Finding]:
+        self.end_how, self.end_by, self.end_reason, self.end_at = how, by, reason, at
+        out: list[Finding] = []
+        closing = how not in ("capture_end", "shutdown")
+        for side in (self.client, self.server):
+            out += alerts.resolve_pending(self, side, closing=closing)
+        out += closes.on_end(self, how=how, by=by, reason=reason, at=at)
+        self.findings.extend(out)
+        self._diagnosis = None
+        return out
+
+    def stalled(self, now: float) -> list[Finding]:
+        out = stalls.check(self, now)
+        self.findings.extend(out)
+        return out
+
+    def diagnose(self) -> Diagnosis:
+        if self._diagnosis is None:
+            self._diagnosis = _diagnosis.diagnose(self)
+        return self._diagnosis
+
+    def summary(self) -> ConnectionSummary:
+        return _diagnosis.summarize(self, self.diagnose())
+
+    # -- records ----------------------------------------------------------------------------
+
+    def _on_record(self, seq: int, rec: ev.Record, side: Side, out: list[Finding]) -> None:
+        out += versions.on_record(self, seq, rec, side)
+        if not rec.encrypted:
+            if rec.content_type == ContentType.application_data:
+                self._app_data(rec, side)
+            return
+        if rec.decrypted:
+            if rec.inner_type == ContentType.application_data:
+                self._app_data(rec, side)
+            return  # the decoded events that follow say the rest
+        # A record that follows a pending candidate means the candidate was not the last word.
+        if side.pending is not None:
+            out += alerts.resolve_pending(self, side, closing=False)
+        if self.tls13 or (self.server_hello is None and rec.content_type == ContentType.application_data
+                          and rec.direction is Direction.C2S):
+            self._on_tls13_protected(seq, rec, side, out)
+            return
+        side.protected += 1
+        ctype = rec.content_type
+        if ctype == ContentType.handshake:
+            if side.ccs and not side.finished:
+                side.finished = True
+                side.finished_at = rec.at
+                self.set_step("finished", rec.direction, rec.at)
+                if self.client.finished and self.server.finished:
+                    self.mark_complete(rec.at, inferred=False)
+            elif self.complete:
+                out += ciphers.renegotiation(self, seq, rec, "an encrypted handshake record after the handshake")
+        elif ctype == ContentType.alert:
+            side.pending = alerts.candidate(self, seq, rec, side, certain_alert=True)
+        elif ctype == ContentType.application_data:
+            self._app_data(rec, side)
+        elif ctype == ContentType.heartbeat:
+            out += ciphers.on_encrypted_heartbeat(self, seq, rec, side)
+
+    def _on_tls13_protected(self, seq: int, rec: ev.Record, side: Side, out: list[Finding]) -> None:
+        side.protected += 1
+        if side.first_protected_len is None:
+            side.first_protected_len = rec.length
+        if self.server_hello is None:  # 0-RTT
+            out += ciphers.early_data(self, seq, rec)
+            return
+        sized = alerts.tls13_alert_size(self, rec.length)
+        if rec.direction is Direction.S2C:
+            if self.client_flight_at is None:
+                self.set_step("server_flight", rec.direction, rec.at)
+                return
+            self.server_answered_flight = True
+            if not self.complete:
+                if sized:
+                    side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
+                    return
+                self.mark_complete(rec.at, inferred=True)
+                return
+            self._app_data(rec, side)
+            if sized:
+                side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
+            return
+        # client
+        if self.client_flight_at is None:
+            self.client_flight_at = rec.at
+            self.client_flight_seq = seq
+            self.server_flight_done_at = rec.at
+            self.server.finished = True
+            self.server.finished_at = rec.at
+            self.set_step("client_flight", rec.direction, rec.at)
+            if sized:
+                side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
+            return
+        if self.complete:
+            self._app_data(rec, side)
+            if sized:
+                side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
+            return
+        if self.client_flight_seq is not None and self.server_answered_flight:
+            # The client keeps talking after the server answered its flight: accepted.
+            self.mark_complete(rec.at, inferred=True)
+            self._app_data(rec, side)
+        elif sized:
+            side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
+
+    def _app_data(self, rec: ev.Record, side: Side) -> None:
+        side.app_records += 1
+        side.app_bytes += rec.length
+        side.last_app_at = rec.at
+
+    def _on_ccs(self, seq: int, event: ev.ChangeCipherSpec, side: Side, out: list[Finding]) -> None:
+        if not event.valid:
+            out.append(make_finding("CCS_INVALID", f"{event.direction.sender} sent change_cipher_spec "
+                                    f"{event.raw.hex(' ') or '(empty)'}", direction=event.direction, seq=seq,
+                                    at=event.at))
+        if not event.starts_encryption:
+            return
+        side.ccs = True
+        self.set_step("change_cipher_spec", event.direction, event.at)
+        if event.direction is Direction.C2S:
+            out += clientauth.on_client_ccs(self, seq, event)
+
+    # -- handshake messages -----------------------------------------------------------------
+
+    def _on_handshake(self, seq: int, hs: ev.HandshakeMessage, side: Side, out: list[Finding]) -> None:
+        d = hs.direction
+        out += protocol.check_order(self, seq, hs, side)
+        if len(side.messages) < _MAX_MESSAGES:
+            side.messages.append(hs.msg_type)
+        msg = hs.message
+        t = hs.msg_type
+        if msg is None:
+            return
+        renegotiating = self.complete and hs.decrypted and t in (HandshakeType.client_hello,
+                                                                  HandshakeType.hello_request)
+        if renegotiating:
+            out += ciphers.renegotiation(self, seq, hs, f"a {'ClientHello' if t == 1 else 'HelloRequest'}")
+            return
+        if self.complete and t not in (HandshakeType.new_session_ticket, HandshakeType.key_update,
+                                       HandshakeType.finished):
+            return  # a renegotiation's messages: not re-judged
+        if t == HandshakeType.client_hello and isinstance(msg, ClientHello):
+            self.client_hellos += 1
+            first = self.client_hello is None
+            self.client_hello = msg
+            if first:
+                self.client_hello_at = hs.at
+            self.set_step("client_hello", d, hs.at)
+            if first:
+                out += versions.on_client_hello(self, seq, hs, msg)
+                out += ciphers.on_client_hello(self, seq, hs, msg)
+        elif t == HandshakeType.server_hello and isinstance(msg, ServerHello):
+            if msg.is_hello_retry_request:
+                self.hello_retry = msg
+                self.version = msg.selected_version
+                self.set_step("hello_retry_request", d, hs.at)
+                out += ciphers.on_hello_retry(self, seq, hs, msg)
+                return
+            self.server_hello = msg
+            self.server_hello_at = hs.at
+            self.version = msg.selected_version
+            self.cipher_suite = msg.cipher_suite
+            self.alpn_chosen = msg.alpn
+            self.set_step("server_hello", d, hs.at)
+            out += versions.on_server_hello(self, seq, hs, msg)
+            out += ciphers.on_server_hello(self, seq, hs, msg)
+        elif t == HandshakeType.certificate and isinstance(msg, Certificate):
+            side.certificate_msg = msg
+            side.certs = tuple(e.info for e in msg.entries)
+            self.set_step("certificate", d, hs.at)
+            if d is Direction.S2C:
+                out += certificates.on_server_chain(self, seq, hs, msg)
+            else:
+                out += clientauth.on_client_certificate(self, seq, hs, msg)
+        elif t == HandshakeType.server_key_exchange and isinstance(msg, ServerKeyExchange):
+            self.server_key_exchange = msg
+            self.set_step("server_key_exchange", d, hs.at)
+            out += ciphers.on_server_key_exchange(self, seq, hs, msg)
+        elif t == HandshakeType.certificate_request and isinstance(msg, CertificateRequest):
+            self.cert_request = msg
+            self.cert_request_at = hs.at
+            self.set_step("certificate_request", d, hs.at)
+            out += clientauth.on_certificate_request(self, seq, hs, msg)
+        elif t == HandshakeType.encrypted_extensions and isinstance(msg, EncryptedExtensions):
+            self.encrypted_extensions = msg
+            out += ciphers.on_encrypted_extensions(self, seq, hs, msg)
+        elif t == HandshakeType.client_key_exchange:
+            self.set_step("client_key_exchange", d, hs.at)
+            out += clientauth.on_client_key_exchange(self, seq, hs)
+        elif t == HandshakeType.certificate_verify:
+            side.certificate_verify = True
+            self.set_step("certificate_verify", d, hs.at)
+        elif t == HandshakeType.finished:
+            side.finished = True
+            side.finished_at = hs.at
+            self.set_step("finished", d, hs.at)
+            if d is Direction.C2S and self.tls13 and self.client_flight_at is None:
+                self.client_flight_at = hs.at
+            if self.client.finished and self.server.finished:
+                self.mark_complete(hs.at, inferred=False)
+        elif t in (HandshakeType.server_hello_done, HandshakeType.certificate_status,
+                   HandshakeType.new_session_ticket):
+            if not self.complete:
+                self.set_step(_hs_name(t), d, hs.at)
+
+    # -- SSL 2.0 ----------------------------------------------------------------------------
+
+    def _on_sslv2(self, seq: int, rec: ev.SSLv2Record, out: list[Finding]) -> None:
+        if rec.msg_type == SSL2_MT_CLIENT_HELLO and isinstance(rec.message, SSLv2ClientHello):
+            self.sslv2_hello = rec.message
+            self.client_hellos += 1
+            self.client_hello_at = rec.at
+            self.set_step("client_hello", rec.direction, rec.at)
+            out += versions.on_sslv2_hello(self, seq, rec, rec.message)
+            out += ciphers.on_sslv2_hello(self, seq, rec, rec.message)
+        elif rec.msg_type == SSL2_MT_SERVER_HELLO:
+            self.sslv2 = True
+            self.version = 0x0002
+            self.server_hello_at = rec.at
+            self.set_step("server_hello", rec.direction, rec.at)
+            out += versions.on_sslv2_server_hello(self, seq, rec)
+        elif rec.encrypted:
+            side = self.side(rec.direction)
+            side.protected += 1
+            if self.client.protected and self.server.protected:
+                self.mark_complete(rec.at, inferred=True)
+        if rec.error is not None:
+            out += protocol.decode_error(self, seq, rec.direction, rec.at, "sslv2", rec.error)
+
+    @property
+    def max_decode_errors(self) -> int:
+        return _MAX_DECODE_ERRORS
+
+    @property
+    def max_alerts(self) -> int:
+        return _MAX_ALERTS
+
+    def client_offered_tls13(self) -> bool:
+        ch = self.client_hello
+        return ch is not None and any(v == TLS1_3 or v >> 8 == 0x7F for v in ch.supported_versions)
+
+
+def _hs_name(msg_type: int) -> str:
+    from tlsproxy.wire.registry import handshake_type_name
+
+    return handshake_type_name(msg_type)

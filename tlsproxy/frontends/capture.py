@@ -1,0 +1,182 @@
+"""Capture files as a front end: every TCP connection in a pcap/pcapng that carries TLS goes
+through the same pipeline as live traffic, with capture timestamps as its clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import TYPE_CHECKING
+
+from tlsproxy.capture import (
+    CaptureFormatError,
+    ConnectionFinished,
+    ConnectionOpened,
+    PacketDecoder,
+    StreamClosed,
+    StreamData,
+    StreamGap,
+    TcpReassembler,
+    iter_packets,
+)
+from tlsproxy.capture.tcp import ConnKey
+from tlsproxy.reports import ConnectionEnd, ConnectionInfo
+from tlsproxy.wire import sniff
+from tlsproxy.wire.events import Direction
+
+if TYPE_CHECKING:
+    from tlsproxy.pipeline import Pipeline
+
+# Ports where TLS is expected even when a connection's first bytes are not TLS (so that "the client
+# spoke plain HTTP to a TLS port" is reported rather than silently skipped).
+TLS_PORTS = frozenset({443, 465, 563, 636, 853, 989, 990, 992, 993, 994, 995, 4433, 5061, 5223, 5671, 6697,
+                       8443, 8883, 9443})
+
+
+@dataclass(slots=True)
+class CaptureStats:
+    packets: int = 0
+    tcp_segments: int = 0
+    connections: int = 0
+    analysed: int = 0
+    skipped_not_tls: int = 0
+    skipped_empty: int = 0
+    first_at: float | None = None
+    last_at: float | None = None
+    error: str | None = None  # the file is damaged from here on; what came before was analysed
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A connection whose first bytes have not yet told whether it carries TLS."""
+
+    opened: ConnectionOpened
+    closes: list[StreamClosed] = field(default_factory=list)
+
+
+def looks_like_tls_start(data: bytes) -> bool:
+    if len(data) >= 3 and data[0] in (0x15, 0x16) and data[1] == 3 and data[2] <= 4:
+        return True
+    return len(data) >= 3 and bool(data[0] & 0x80) and data[2] in (1, 4)  # SSL 2.0 hellos
+
+
+def carries_tls(first: bytes, server_port: int) -> bool:
+    """Decide from a connection's first payload whether to analyse it."""
+    if looks_like_tls_start(first) or server_port in TLS_PORTS:
+        return True
+    protocol = sniff.guess_protocol(first)
+    return protocol in sniff.UPGRADABLE
+
+
+class CaptureAnalysis:
+    """Feeds stream events of a capture into a pipeline (sans-IO: packets come from the caller)."""
+
+    def __init__(self, pipeline: Pipeline, *, all_connections: bool = False) -> None:
+        self.pipeline = pipeline
+        self.all_connections = all_connections
+        self.stats = CaptureStats()
+        self.decoder = PacketDecoder()
+        self.tcp = TcpReassembler()
+        self._pending: dict[ConnKey, _Pending] = {}
+        self._active: set[ConnKey] = set()
+        self._ignored: set[ConnKey] = set()
+        self._closes: dict[ConnKey, list[StreamClosed]] = {}
+
+    def packet(self, raw) -> None:  # noqa: ANN001 - a capture.RawPacket
+        st = self.stats
+        st.packets += 1
+        if st.first_at is None:
+            st.first_at = raw.timestamp
+        st.last_at = raw.timestamp
+        seg = self.decoder.decode(raw)
+        if seg is None:
+            return
+        st.tcp_segments += 1
+        for event in self.tcp.feed(seg):
+            self._stream_event(event)
+
+    def finish(self) -> CaptureStats:
+        for event in self.tcp.finish():
+            self._stream_event(event)
+        return self.stats
+
+    def _stream_event(self, event) -> None:  # noqa: ANN001 - a capture StreamEvent
+        key = event.conn
+        if isinstance(event, StreamData):
+            if key in self._active:
+                self.pipeline.data(key.index, event.direction, event.data, event.at)
+            elif key in self._pending:
+                pending = self._pending.pop(key)
+                if self.all_connections or carries_tls(event.data, key.server[1]):
+                    self._activate(pending)
+                    self.pipeline.data(key.index, event.direction, event.data, event.at)
+                else:
+                    self._ignored.add(key)
+                    self.stats.skipped_not_tls += 1
+        elif isinstance(event, ConnectionOpened):
+            self.stats.connections += 1
+            self._pending[key] = _Pending(opened=event)
+        elif isinstance(event, StreamGap):
+            if key in self._active:
+                self.pipeline.gap(key.index, event.direction, event.length, event.at)
+        elif isinstance(event, StreamClosed):
+            if key in self._active:
+                self._closes.setdefault(key, []).append(event)
+                if event.how == "fin":
+                    self.pipeline.eof(key.index, event.direction, event.at)
+            elif key in self._pending:
+                self._pending[key].closes.append(event)
+        elif isinstance(event, ConnectionFinished):
+            if key in self._active:
+                self._active.discard(key)
+                self.pipeline.close(key.index, self._end(self._closes.pop(key, []), event.at))
+            elif self._pending.pop(key, None) is not None:
+                self.stats.skipped_empty += 1
+            self._ignored.discard(key)
+
+    def _activate(self, pending: _Pending) -> None:
+        opened = pending.opened
+        key = opened.conn
+        self._active.add(key)
+        self.stats.analysed += 1
+        self.pipeline.open(ConnectionInfo(
+            id=key.index,
+            label=str(key),
+            mode="capture",
+            client=opened.client,
+            server=opened.server,
+            started=opened.at,
+            wall_start=opened.at,
+        ))
+        for close in pending.closes:
+            self._stream_event(close)
+
+    @staticmethod
+    def _end(closes: list[StreamClosed], at: float) -> ConnectionEnd:
+        """How the connection ended, from the per-direction closes in the order they happened."""
+        fins = [c for c in closes if c.how == "fin"]
+        resets = [c for c in closes if c.how == "rst"]
+        if resets:
+            by = getattr(resets[0], "by", None)
+            return ConnectionEnd(how="reset", by=by, at=resets[0].at)
+        if closes and all(c.how == "fin" for c in closes) and len(closes) == 2:
+            first = fins[0]
+            return ConnectionEnd(how="fin", by=first.direction.sender, at=first.at)
+        if fins:
+            return ConnectionEnd(how="fin", by=fins[0].direction.sender, at=fins[0].at,
+                                 reason="the capture ends before the other side closed")
+        how = "capture_end" if any(c.how == "end" for c in closes) else "idle_timeout"
+        return ConnectionEnd(how=how, by=None, at=at)
+
+
+def analyze_capture(path: str | PathLike[str], pipeline: Pipeline, *, all_connections: bool = False) -> CaptureStats:
+    """Run every TLS connection of a capture file through ``pipeline`` (the only I/O is reading)."""
+    analysis = CaptureAnalysis(pipeline, all_connections=all_connections)
+    try:
+        for raw in iter_packets(path):
+            analysis.packet(raw)
+    except CaptureFormatError as exc:
+        analysis.stats.error = str(exc)
+    return analysis.finish()
+
+
+__all__ = ["CaptureAnalysis", "CaptureStats", "analyze_capture", "carries_tls", "Direction"]

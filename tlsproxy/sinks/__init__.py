@@ -1,0 +1,1 @@
+"""Sinks: what the core produced, rendered on screen (``console``) or kept on disk (``sessionjson``)."""

@@ -1,0 +1,197 @@
+"""The live transcript: a :class:`Sink` that prints what the core produced, as it happens.
+
+On a terminal a status line (open connections, bytes, findings) stays at the bottom through
+rich's ``Live``; transcript lines are printed through ``live.console`` so the refresh thread
+never tears them.  Anywhere else (a pipe, a file, CI) the output is plain lines, one per record
+or message, no colour and no wrapping.  ``NO_COLOR`` is honoured by rich itself.
+
+Bulk data is summarised on screen as in the session file: the first few application-data
+records per direction are shown one by one, the rest as a "… N more" line when something else
+happens on that connection (or it closes).  ``-v`` shows all of them and every decoded field.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+
+from tlsproxy.analysis.model import Finding, Severity
+from tlsproxy.sinks import render
+from tlsproxy.sinks.render import ConnLabel, SummaryRow
+from tlsproxy.wire import events as ev
+from tlsproxy.wire.events import Direction
+
+if TYPE_CHECKING:
+    from tlsproxy.pipeline import ConnectionInfo, ConnectionReport, RunInfo
+
+__all__ = ["ConsoleSink", "make_console"]
+
+#: Application-data records per direction shown individually on screen before summarising.
+SCREEN_APP_DATA_RECORDS = 4
+
+
+def make_console(*, no_color: bool = False, file: object = None, force_terminal: bool | None = None,
+                 width: int | None = None) -> Console:
+    """The console the CLI uses: colour only on a terminal and never with ``--no-color`` or
+    ``NO_COLOR``; a fixed wide width off a terminal so piped lines are not wrapped mid-field."""
+    out = file if file is not None else sys.stdout
+    is_tty = force_terminal if force_terminal is not None else bool(getattr(out, "isatty", lambda: False)())
+    return Console(file=out, no_color=no_color or bool(os.environ.get("NO_COLOR")),  # type: ignore[arg-type]
+                   force_terminal=force_terminal, width=width if width is not None else (None if is_tty else 160),
+                   highlight=False, soft_wrap=not is_tty)
+
+
+@dataclass(slots=True)
+class _Run:
+    count: int = 0
+    nbytes: int = 0
+    first: float = 0.0
+    last: float = 0.0
+
+
+@dataclass(slots=True)
+class _ConnView:
+    label: ConnLabel
+    info: object
+    app_records: dict[Direction, int] = field(default_factory=lambda: {Direction.C2S: 0, Direction.S2C: 0})
+    runs: dict[Direction, _Run] = field(default_factory=dict)
+    bytes: dict[Direction, int] = field(default_factory=lambda: {Direction.C2S: 0, Direction.S2C: 0})
+
+
+class ConsoleSink:
+    """Renders events, findings, diagnoses and the exit summary to a rich console."""
+
+    def __init__(self, console: Console | None = None, *, verbose: bool = False, hexdump: bool = False,
+                 quiet: bool = False, live: bool | None = None, summary: bool = True,
+                 app_data_records: int = SCREEN_APP_DATA_RECORDS) -> None:
+        self.console = console or make_console()
+        self.verbose = verbose
+        self.hexdump = hexdump
+        self.quiet = quiet
+        self.summary = summary
+        self.app_data_records = app_data_records
+        self._use_live = self.console.is_terminal if live is None else live
+        self._live: Live | None = None
+        self._conns: dict[int, _ConnView] = {}
+        self._rows: list[SummaryRow] = []
+        self._closed = 0
+        self._totals = {Direction.C2S: 0, Direction.S2C: 0}
+        self._findings: dict[Severity, int] = {Severity.error: 0, Severity.warning: 0, Severity.info: 0}
+
+    # -- live status ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the status line (only on a terminal).  Idempotent."""
+        if self._use_live and self._live is None:
+            self._live = Live(self._status(), console=self.console, refresh_per_second=4, transient=True,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _status(self) -> RenderableType:
+        return render.render_status(open_connections=len(self._conns), closed=self._closed,
+                                    bytes_c2s=self._totals[Direction.C2S], bytes_s2c=self._totals[Direction.S2C],
+                                    findings=self._findings)
+
+    def _print(self, *items: RenderableType) -> None:
+        target = self._live.console if self._live is not None else self.console
+        for item in items:
+            target.print(item)
+        if self._live is not None:
+            self._live.update(self._status())
+
+    # -- Sink -------------------------------------------------------------------------------
+
+    def run_started(self, run: RunInfo) -> None:
+        self.start()
+
+    def connection_opened(self, info: ConnectionInfo) -> None:
+        label = ConnLabel(id=info.id, started=info.started, wall_start=info.wall_start)
+        self._conns[info.id] = _ConnView(label=label, info=info)
+        if not self.quiet:
+            self._print(render.render_connection_opened(label, info.client, info.server, info.target, info.mode))
+        elif self._live is not None:
+            self._live.update(self._status())
+
+    def event(self, conn_id: int, seq: int, event: ev.Event | None, findings: Sequence[Finding]) -> None:
+        view = self._conns.get(conn_id)
+        label = view.label if view is not None else ConnLabel(id=conn_id)
+        lines: list[RenderableType] = []
+        if event is not None and view is not None:
+            if isinstance(event, ev.Record):
+                self._totals[event.direction] += event.length + 5
+                view.bytes[event.direction] += event.length + 5
+            if render.is_app_data_record(event) and not self.verbose:
+                n = view.app_records[event.direction] = view.app_records[event.direction] + 1
+                if n > self.app_data_records:
+                    run = view.runs.setdefault(event.direction, _Run(first=event.at))
+                    run.count += 1
+                    run.nbytes += event.length
+                    run.last = event.at
+                    event = None  # summarised; findings (if any) still print below
+            else:
+                lines.extend(self._flush_runs(view))
+        if event is not None and not self.quiet:
+            lines.extend(render.render_event(label, event, verbose=self.verbose, show_hex=self.hexdump))
+        for finding in findings:
+            self._findings[finding.severity] += 1
+            lines.extend(render.render_finding(label, finding, verbose=self.verbose,
+                                               quiet=self.quiet or event is None))
+        if lines:
+            self._print(*lines)
+        elif self._live is not None:
+            self._live.update(self._status())
+
+    def _flush_runs(self, view: _ConnView) -> list[RenderableType]:
+        out: list[RenderableType] = []
+        for direction, run in list(view.runs.items()):
+            if not self.quiet:
+                out.append(render.render_app_data_run(view.label, direction, run.count, run.nbytes,
+                                                      run.first, run.last))
+        view.runs.clear()
+        return out
+
+    def connection_closed(self, report: ConnectionReport) -> None:
+        view = self._conns.pop(report.info.id, None)
+        label = view.label if view is not None else ConnLabel(id=report.info.id, started=report.info.started,
+                                                               wall_start=report.info.wall_start)
+        lines: list[RenderableType] = self._flush_runs(view) if view is not None else []
+        self._closed += 1
+        info = report.info
+        where = report.summary.sni or info.target or _addr(info.server)
+        lines.append(render.render_diagnosis(label, report.diagnosis, title_extra=f"{_addr(info.client)} → {where}",
+                                             findings=report.findings, end=report.end))
+        counts = {s: 0 for s in Severity}
+        for f in report.findings:
+            counts[f.severity] += 1
+        self._rows.append(SummaryRow(
+            id=info.id, client=_addr(info.client), server=info.target or _addr(info.server), sni=report.summary.sni,
+            outcome=report.summary.outcome or report.diagnosis.outcome, version=report.summary.version,
+            cipher_suite=report.summary.cipher_suite, errors=counts[Severity.error],
+            warnings=counts[Severity.warning], infos=counts[Severity.info]))
+        self._print(*lines)
+
+    def run_finished(self, run: RunInfo, ended: float) -> None:
+        self.stop()
+        if self.summary and self._rows and not self.quiet:
+            self.console.print(render.render_summary_table(self._rows))
+
+    @property
+    def rows(self) -> list[SummaryRow]:
+        return list(self._rows)
+
+
+def _addr(addr: tuple[str, int] | None) -> str:
+    if addr is None:
+        return "?"
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"

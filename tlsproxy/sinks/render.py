@@ -1,0 +1,598 @@
+"""Pure render functions: one event, finding, diagnosis or summary in, rich renderables out.
+
+Nothing here prints or keeps state, so every function can be tested by rendering its result into
+a ``Console(file=StringIO())``.  Lines read without colour: severities are spelled out
+(``[ERROR]``, ``[WARN]``, ``[info]``), directions are arrows (``C→S`` client to server, ``C←S``
+server to client) and every line starts with the connection id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tlsproxy.analysis.model import OUTCOMES, Diagnosis, Finding, Severity
+from tlsproxy.sinks.describe import message_dict, message_name, ssl2_spec_name, sslv2_name
+from tlsproxy.wire import events as ev
+from tlsproxy.wire import messages as m
+from tlsproxy.wire import registry as reg
+from tlsproxy.wire.events import ContentType, Direction
+from tlsproxy.wire.sslv2 import SSLv2ClientHello, SSLv2ServerHello
+
+__all__ = [
+    "ConnLabel",
+    "conn_style",
+    "hexdump",
+    "render_app_data_run",
+    "render_connection_opened",
+    "render_diagnosis",
+    "render_event",
+    "render_finding",
+    "render_status",
+    "render_summary_table",
+    "severity_tag",
+]
+
+# A palette that stays readable on dark and light terminals; a connection keeps its colour for its
+# whole life because the colour is a function of its id.
+_PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green",
+            "bright_blue", "dark_orange", "orchid", "turquoise2")
+
+_SEVERITY_TAG = {Severity.error: "[ERROR]", Severity.warning: "[WARN]", Severity.info: "[info]"}
+_SEVERITY_STYLE = {Severity.error: "bold red", Severity.warning: "yellow", Severity.info: "dim cyan"}
+
+_OK_OUTCOMES = frozenset({"established"})
+
+# Width of "HH:MM:SS.mmm #id  C→S  ": findings line up under the event text, details under that.
+_PREFIX_PAD = " " * 23
+_DETAIL_PAD = " " * 25
+
+
+def conn_style(conn_id: int) -> str:
+    return _PALETTE[conn_id % len(_PALETTE)]
+
+
+def severity_tag(severity: Severity) -> Text:
+    return Text(_SEVERITY_TAG[severity], style=_SEVERITY_STYLE[severity])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnLabel:
+    """How lines of one connection are prefixed: its id, and the clocks to turn ``at`` into a wall time."""
+
+    id: int
+    started: float = 0.0  # the caller's clock at open
+    wall_start: float = 0.0  # POSIX time at open
+
+    def wall(self, at: float) -> float:
+        return self.wall_start + (at - self.started)
+
+
+def _clock(label: ConnLabel, at: float | None) -> str:
+    if at is None:
+        return " " * 12
+    wall = label.wall(at)
+    frac = int((wall % 1) * 1000)
+    return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{frac:03d}"
+
+
+def _prefix(label: ConnLabel, at: float | None, direction: Direction | None) -> Text:
+    text = Text()
+    text.append(_clock(label, at), style="dim")
+    text.append(" ")
+    text.append(f"#{label.id:<3}", style=f"bold {conn_style(label.id)}")
+    text.append(" ")
+    if direction is None:
+        text.append("   ")
+    elif direction is Direction.C2S:
+        text.append("C→S", style="bold")
+    else:
+        text.append("C←S", style="bold")
+    text.append("  ")
+    return text
+
+
+def _kv(text: Text, key: str, value: object, style: str = "") -> None:
+    text.append(f"  {key}=", style="dim")
+    text.append(str(value), style=style)
+
+
+def _join(values: Iterable[str], limit: int = 6) -> str:
+    values = list(values)
+    shown = ",".join(values[:limit])
+    return shown + (f",+{len(values) - limit}" if len(values) > limit else "")
+
+
+def _version_list(versions: Sequence[int]) -> str:
+    return _join((reg.version_name(v) for v in versions if not reg.is_grease(v)), 8)
+
+
+def _cert_line(info: Any) -> str:
+    subject = info.subject or info.subject_cn or "?"
+    issuer = info.issuer or "?"
+    expiry = info.not_after.strftime("%Y-%m-%d") if info.not_after is not None else "?"
+    if info.parse_error:
+        return f"undecodable certificate ({info.parse_error})"
+    return f"{subject}  issuer: {issuer}  expires {expiry}"
+
+
+# -- handshake messages ---------------------------------------------------------------------
+
+
+def _message_fields(msg: m.Message | None, msg_type: int, text: Text) -> list[Text]:
+    """Append the key fields of ``msg`` to ``text``; return extra lines (certificates, CA names)."""
+    extra: list[Text] = []
+    if isinstance(msg, m.ClientHello):
+        _kv(text, "versions", _version_list(msg.supported_versions))
+        if msg.server_name:
+            _kv(text, "sni", msg.server_name, "bold")
+        else:
+            _kv(text, "sni", "-")
+        suites = [s for s in msg.cipher_suites if not reg.is_grease(s)]
+        _kv(text, "suites", len(suites))
+        if msg.alpn:
+            _kv(text, "alpn", _join(msg.alpn))
+        shares = msg.ext_value(51)
+        if isinstance(shares, tuple):
+            _kv(text, "key_share", _join(reg.group_name(s.group) for s in shares if not reg.is_grease(s.group)))
+    elif isinstance(msg, m.ServerHello):
+        if msg.is_hello_retry_request:
+            group = msg.ext_value(51)
+            if isinstance(group, int):
+                _kv(text, "group", reg.group_name(group))
+        _kv(text, "version", reg.version_name(msg.selected_version), "bold")
+        _kv(text, "suite", reg.cipher_suite_name(msg.cipher_suite), "bold")
+        if msg.alpn:
+            _kv(text, "alpn", msg.alpn)
+        share = msg.ext_value(51)
+        if share is not None and hasattr(share, "group"):
+            _kv(text, "key_share", reg.group_name(share.group))
+        if msg.downgrade_sentinel:
+            _kv(text, "downgrade_sentinel", msg.downgrade_sentinel, "bold red")
+    elif isinstance(msg, m.Certificate):
+        if msg.is_empty:
+            text.append("  (empty: no certificate)", style="bold")
+        else:
+            _kv(text, "certificates", len(msg.entries))
+            for i, entry in enumerate(msg.entries):
+                extra.append(Text(f"[{i}] {_cert_line(entry.info)}"))
+    elif isinstance(msg, m.CertificateRequest):
+        if msg.certificate_authorities:
+            _kv(text, "ca_names", len(msg.certificate_authorities))
+            for name in msg.certificate_authorities:
+                extra.append(Text(f"acceptable CA: {name}"))
+        else:
+            _kv(text, "ca_names", "any")
+        if msg.signature_algorithms is not None:
+            _kv(text, "sig_algs", len(msg.signature_algorithms))
+    elif isinstance(msg, m.ServerKeyExchange):
+        _kv(text, "kind", msg.kind)
+        if msg.named_group is not None:
+            _kv(text, "group", reg.group_name(msg.named_group))
+        if msg.dh_p_bits:
+            _kv(text, "dh_bits", msg.dh_p_bits)
+        if msg.signature_algorithm is not None:
+            _kv(text, "sig", reg.signature_scheme_name(msg.signature_algorithm))
+    elif isinstance(msg, m.CertificateVerify):
+        if msg.algorithm is not None:
+            _kv(text, "sig", reg.signature_scheme_name(msg.algorithm))
+    elif isinstance(msg, m.ClientKeyExchange):
+        _kv(text, "kind", msg.kind)
+    elif isinstance(msg, m.EncryptedExtensions):
+        alpn = msg.ext_value(16)
+        if isinstance(alpn, tuple) and alpn:
+            _kv(text, "alpn", alpn[0])
+        _kv(text, "extensions", _join(reg.extension_name(e.type) for e in msg.extensions) or "-")
+    elif isinstance(msg, m.NewSessionTicket):
+        _kv(text, "lifetime", f"{msg.ticket_lifetime}s")
+    elif isinstance(msg, m.KeyUpdate):
+        _kv(text, "request_update", msg.request_update)
+    return extra
+
+
+def _verbose_lines(data: Any, indent: int = 0) -> list[Text]:
+    """Every decoded field, one per line, nested structures indented."""
+    out: list[Text] = []
+    pad = "  " * indent
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, (dict, list)) and value and not _flat(value):
+                out.append(Text(f"{pad}{key}:", style="dim"))
+                out.extend(_verbose_lines(value, indent + 1))
+            else:
+                line = Text(f"{pad}{key}: ", style="dim")
+                line.append(_scalar(value))
+                out.append(line)
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict) and "type" in item and "code" in item:  # an extension
+                line = Text(f"{pad}- {item['type']}({item['code']})", style="")
+                if "error" in item:
+                    line.append(f"  error: {item['error']}", style="red")
+                    out.append(line)
+                elif "value" in item and (_flat(item["value"]) or not isinstance(item["value"], (dict, list))):
+                    line.append(": " + _scalar(item["value"]))
+                    out.append(line)
+                else:
+                    out.append(line)
+                    if "value" in item:
+                        out.extend(_verbose_lines(item["value"], indent + 2))
+            elif isinstance(item, (dict, list)):
+                out.append(Text(f"{pad}-"))
+                out.extend(_verbose_lines(item, indent + 1))
+            else:
+                out.append(Text(f"{pad}- {_scalar(item)}"))
+    else:
+        out.append(Text(f"{pad}{_scalar(data)}"))
+    return out
+
+
+def _flat(value: Any) -> bool:
+    """Fits on one line: a list of scalars or flat dicts, or a dict of scalars."""
+    if isinstance(value, list):
+        return all(not isinstance(v, (dict, list)) or _flat(v) for v in value)
+    if isinstance(value, dict):
+        return all(not isinstance(v, (dict, list)) for v in value.values())
+    return False
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_scalar(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_scalar(v) for v in value) if value else "[]"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def hexdump(data: bytes, width: int = 16) -> list[Text]:
+    lines = []
+    for pos in range(0, len(data), width):
+        chunk = data[pos : pos + width]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(Text(f"{pos:04x}  {hexes:<{width * 3}} {asc}", style="dim"))
+    return lines
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def _record_kind(record: ev.Record) -> str:
+    if record.encrypted:
+        if record.decrypted and record.inner_type is not None:
+            return f"{reg.content_type_name(record.inner_type)} (decrypted)"
+        if record.phase == "handshake":
+            return "encrypted handshake"
+        if record.phase == "early_data":
+            return "early_data"
+        return "application_data" if record.content_type == ContentType.application_data \
+            else f"encrypted {reg.content_type_name(record.content_type)}"
+    return reg.content_type_name(record.content_type)
+
+
+def is_app_data_record(event: ev.Event) -> bool:
+    """Bulk data records: summarised once there are many (screen and session file alike)."""
+    if not isinstance(event, ev.Record) or event.content_type != ContentType.application_data:
+        return False
+    if event.decrypted and event.inner_type not in (None, ContentType.application_data):
+        return False
+    return not (event.encrypted and event.phase == "handshake")
+
+
+def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, show_hex: bool = False) -> list[Text]:
+    """The transcript line(s) for one event; ``[]`` for events that the next line already covers
+    (a plaintext handshake/alert/change_cipher_spec record is shown through its content)."""
+    head = _prefix(label, event.at, event.direction)
+    extra: list[Text] = []
+    details: Any = None
+    if isinstance(event, ev.Record):
+        covered = not event.encrypted and event.content_type in (
+            ContentType.handshake, ContentType.alert, ContentType.change_cipher_spec, ContentType.heartbeat)
+        if covered and not (verbose or show_hex):
+            return []
+        head.append(_record_kind(event), style="dim" if covered else "")
+        _kv(head, "len", event.length)
+        if verbose:
+            _kv(head, "record_version", reg.version_name(event.version))
+        if show_hex and event.payload:
+            extra.extend(hexdump(event.payload))
+    elif isinstance(event, ev.HandshakeMessage):
+        head.append(_hs_title(event), style="bold")
+        if event.decrypted:
+            head.append(" (decrypted)", style="dim")
+        if event.message is None:
+            head.append(f"  undecodable: {event.error}", style="red")
+        else:
+            extra.extend(_message_fields(event.message, event.msg_type, head))
+            if verbose:
+                details = message_dict(event.message)
+        _kv(head, "len", event.length)
+    elif isinstance(event, ev.Alert):
+        style = "bold red" if event.level == 2 else "yellow"
+        level = reg.alert_level_name(event.level) if event.level is not None else "?"
+        desc = reg.describe(event.description, reg.alert_description_name(event.description), bits=8) \
+            if event.description is not None else "?"
+        head.append("alert ", style=style)
+        head.append(f"{level} {desc}", style=style)
+        if event.malformed:
+            head.append(" (malformed)", style="red")
+        if event.description is not None:
+            head.append(f" — {reg.alert_meaning(event.description)}")
+    elif isinstance(event, ev.ChangeCipherSpec):
+        head.append("change_cipher_spec", style="bold")
+        if not event.starts_encryption:
+            head.append(" (middlebox compatibility)", style="dim")
+        if not event.valid:
+            head.append(f" invalid body {event.raw.hex()}", style="red")
+    elif isinstance(event, ev.Heartbeat):
+        head.append("heartbeat ", style="bold")
+        head.append(reg.heartbeat_message_type_name(event.hb_type) if event.hb_type is not None else "?")
+        _kv(head, "claims", event.payload_length)
+        _kv(head, "record", event.record_length)
+    elif isinstance(event, ev.SSLv2Record):
+        head.append(sslv2_name(event.msg_type) if not event.encrypted else "SSLv2 encrypted record", style="bold")
+        msg = event.message
+        if isinstance(msg, SSLv2ClientHello):
+            _kv(head, "version", reg.version_name(msg.version))
+            _kv(head, "specs", len(msg.cipher_specs))
+        elif isinstance(msg, SSLv2ServerHello):
+            _kv(head, "version", reg.version_name(msg.version))
+            _kv(head, "specs", _join(ssl2_spec_name(s) for s in msg.cipher_specs))
+        _kv(head, "len", event.length)
+        if event.error:
+            head.append(f"  error: {event.error}", style="red")
+        if verbose and msg is not None:
+            details = message_dict(msg)
+    elif isinstance(event, ev.NotTLS):
+        head.append("not TLS", style="bold red")
+        _kv(head, "looks_like", event.protocol)
+        if event.first_line:
+            _kv(head, "first_line", repr(event.first_line))
+    elif isinstance(event, ev.StartTLS):
+        head.append(f"STARTTLS ({event.protocol}): TLS starts at offset {event.offset}", style="bold")
+    elif isinstance(event, ev.DecodeError):
+        head.append(f"decode error ({event.where}): ", style="red")
+        head.append(event.reason)
+    elif isinstance(event, ev.ParsingStopped):
+        head.append("parsing stopped: ", style="yellow")
+        head.append(event.reason)
+    elif isinstance(event, ev.DecryptionFailed):
+        head.append("decryption failed: ", style="yellow")
+        head.append(f"{reg.content_type_name(event.content_type)} len={event.length}: {event.reason}")
+    elif isinstance(event, ev.StreamGap):
+        head.append(f"capture gap: {event.length} bytes missing", style="yellow")
+    elif isinstance(event, ev.EndOfStream):
+        head.append(f"end of stream ({event.direction.sender} sent FIN)", style="dim")
+        if event.buffered:
+            head.append(f", {event.buffered} bytes of an incomplete record left", style="yellow")
+    else:
+        head.append(type(event).__name__)
+    lines = [head]
+    lines.extend(Text(_DETAIL_PAD) + line for line in extra)
+    if details is not None:
+        lines.extend(Text(_DETAIL_PAD) + line for line in _verbose_lines(details))
+    return lines
+
+
+def _hs_title(event: ev.HandshakeMessage) -> str:
+    if isinstance(event.message, m.ServerHello) and event.message.is_hello_retry_request:
+        return "hello_retry_request"
+    return message_name(event.msg_type)
+
+
+def render_app_data_run(label: ConnLabel, direction: Direction, count: int, nbytes: int,
+                        first: float, last: float) -> Text:
+    head = _prefix(label, last, direction)
+    head.append(f"… {count} more application_data records, {_size(nbytes)} "
+                f"over {max(last - first, 0.0):.3f}s", style="dim")
+    return head
+
+
+def render_finding(label: ConnLabel, finding: Finding, *, verbose: bool = False, quiet: bool = False) -> list[Text]:
+    """A finding, indented under the event it concerns (or on its own line with the connection id
+    when ``quiet`` hides the events)."""
+    if quiet or finding.event_seq is None:
+        line = _prefix(label, finding.at, finding.direction)
+    else:
+        line = Text(_PREFIX_PAD)
+    line.append_text(severity_tag(finding.severity))
+    line.append(" ")
+    line.append(finding.title, style="bold" if finding.severity >= Severity.warning else "")
+    line.append(f" ({finding.code})", style="dim")
+    lines = [line]
+    pad = _PREFIX_PAD + " " * (len(_SEVERITY_TAG[finding.severity]) + 1)
+    if finding.detail and (verbose or finding.severity >= Severity.warning):
+        lines.append(Text(pad + finding.detail))
+    hints = finding.hints if verbose else finding.hints[:1] if finding.severity >= Severity.warning else ()
+    for hint in hints:
+        lines.append(Text(pad + "→ " + hint, style="italic"))
+    return lines
+
+
+def render_connection_opened(label: ConnLabel, client: tuple[str, int] | None, server: tuple[str, int] | None,
+                             target: str | None, mode: str) -> Text:
+    head = _prefix(label, label.started, None)
+    head.append("connection ", style="bold")
+    head.append(_addr(client))
+    head.append(" → ")
+    head.append(target or _addr(server))
+    if mode:
+        head.append(f"  ({mode})", style="dim")
+    return head
+
+
+def _addr(addr: tuple[str, int] | None) -> str:
+    if addr is None:
+        return "?"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+# -- diagnosis, status, summary -------------------------------------------------------------
+
+
+def outcome_style(outcome: str) -> str:
+    if outcome in _OK_OUTCOMES:
+        return "bold green"
+    if outcome == "incomplete":
+        return "yellow"
+    return "bold red"
+
+
+def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
+                     findings: Sequence[Finding] = (), end: Any = None) -> RenderableType:
+    """The panel shown when a connection closes: outcome, who gave up where, cause, what to check."""
+    body: list[RenderableType] = []
+    outcome = Text()
+    outcome.append("outcome: ", style="bold")
+    outcome.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
+    if not diagnosis.certain:
+        outcome.append(" (inferred)", style="dim")
+    meaning = OUTCOMES.get(diagnosis.outcome)
+    if meaning:
+        outcome.append(f" — {meaning}", style="dim")
+    body.append(outcome)
+    if diagnosis.gave_up or diagnosis.step:
+        who = Text()
+        who.append("gave up: ", style="bold")
+        who.append(f"{diagnosis.gave_up or 'unknown side'}")
+        if diagnosis.step:
+            who.append(f" {diagnosis.step}")
+        body.append(who)
+    if diagnosis.cause:
+        cause = Text()
+        cause.append("cause: ", style="bold")
+        cause.append(diagnosis.cause)
+        body.append(cause)
+    if diagnosis.checks:
+        body.append(Text("check:", style="bold"))
+        for i, check in enumerate(diagnosis.checks, 1):
+            body.append(Text(f"  {i}. {check}"))
+    if diagnosis.negotiation:
+        neg = Text("negotiation: ", style="bold")
+        neg.append("; ".join(f"{k}: {_neg_value(v)}" for k, v in diagnosis.negotiation.items()))
+        body.append(neg)
+    if diagnosis.timings:
+        t = Text("timings: ", style="bold")
+        t.append(", ".join(f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()))
+        body.append(t)
+    counts = _count(findings)
+    if any(counts.values()):
+        body.append(Text(f"findings: {counts[Severity.error]} error, {counts[Severity.warning]} warning, "
+                         f"{counts[Severity.info]} info", style="dim"))
+    if end is not None:
+        closed = f"closed: {end.how}" + (f" by {end.by}" if end.by else "") + \
+            f"; {_size(end.bytes_c2s)} C→S, {_size(end.bytes_s2c)} C←S"
+        if getattr(end, "reason", None):
+            closed += f" ({end.reason})"
+        body.append(Text(closed, style="dim"))
+    title = Text(f"#{label.id} ", style=f"bold {conn_style(label.id)}")
+    title.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
+    if title_extra:
+        title.append(f"  {title_extra}", style="")
+    return Panel(Group(*body), title=title, title_align="left", box=box.ROUNDED,
+                 border_style="green" if diagnosis.outcome in _OK_OUTCOMES else "red", expand=True)
+
+
+def _neg_value(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_neg_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value[:8]) + (f",+{len(value) - 8}" if len(value) > 8 else "")
+    return str(value)
+
+
+def _count(findings: Iterable[Finding]) -> dict[Severity, int]:
+    counts = {Severity.error: 0, Severity.warning: 0, Severity.info: 0}
+    for f in findings:
+        counts[f.severity] += 1
+    return counts
+
+
+def render_status(*, open_connections: int, closed: int, bytes_c2s: int, bytes_s2c: int,
+                  findings: dict[Severity, int]) -> Text:
+    text = Text()
+    text.append("● ", style="green" if open_connections else "dim")
+    text.append(f"{open_connections} open, {closed} closed")
+    text.append(f"  {_size(bytes_c2s)} C→S  {_size(bytes_s2c)} C←S", style="dim")
+    text.append("  findings: ")
+    text.append(f"{findings.get(Severity.error, 0)} error", style="red" if findings.get(Severity.error) else "dim")
+    text.append(", ")
+    text.append(f"{findings.get(Severity.warning, 0)} warning",
+                style="yellow" if findings.get(Severity.warning) else "dim")
+    text.append(f", {findings.get(Severity.info, 0)} info", style="dim")
+    return text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SummaryRow:
+    """What the exit table needs of one closed connection."""
+
+    id: int
+    client: str
+    server: str
+    sni: str | None
+    outcome: str
+    version: str | None
+    cipher_suite: str | None
+    errors: int
+    warnings: int
+    infos: int
+
+
+def render_summary_table(rows: Sequence[SummaryRow], *, per_sni_above: int = 20) -> Table:
+    """One row per connection, or one per SNI (with outcome counts) when there are many."""
+    if len(rows) <= per_sni_above:
+        table = Table(title=f"{len(rows)} connection{'s' if len(rows) != 1 else ''}", box=box.SIMPLE_HEAD,
+                      title_justify="left")
+        for col in ("#", "client", "server / sni", "outcome", "version", "cipher suite", "err", "warn", "info"):
+            table.add_column(col, no_wrap=col in ("#", "outcome", "err", "warn", "info"))
+        for r in rows:
+            table.add_row(Text(str(r.id), style=conn_style(r.id)), r.client,
+                          r.sni or r.server, Text(r.outcome, style=outcome_style(r.outcome)),
+                          r.version or "-", r.cipher_suite or "-", _n(r.errors, "red"), _n(r.warnings, "yellow"),
+                          _n(r.infos, "dim"))
+        return table
+    groups: dict[str, list[SummaryRow]] = {}
+    for r in rows:
+        groups.setdefault(r.sni or r.server or "-", []).append(r)
+    table = Table(title=f"{len(rows)} connections by SNI", box=box.SIMPLE_HEAD, title_justify="left")
+    for col in ("sni / server", "conns", "outcomes", "versions", "cipher suites", "err", "warn", "info"):
+        table.add_column(col)
+    for name, items in sorted(groups.items()):
+        outcomes: dict[str, int] = {}
+        for r in items:
+            outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+        out_text = Text()
+        for i, (o, n) in enumerate(sorted(outcomes.items(), key=lambda kv: -kv[1])):
+            if i:
+                out_text.append(", ")
+            out_text.append(f"{o}×{n}", style=outcome_style(o))
+        versions = sorted({r.version for r in items if r.version})
+        suites = sorted({r.cipher_suite for r in items if r.cipher_suite})
+        table.add_row(name, str(len(items)), out_text, ",".join(versions) or "-", _join(suites, 3) or "-",
+                      _n(sum(r.errors for r in items), "red"), _n(sum(r.warnings for r in items), "yellow"),
+                      _n(sum(r.infos for r in items), "dim"))
+    return table
+
+
+def _n(value: int, style: str) -> Text:
+    return Text(str(value), style=style if value else "dim")
