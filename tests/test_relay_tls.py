@@ -164,7 +164,7 @@ def test_openssl_s_client_and_s_server_through_the_relay(pki, version):
             s_client = subprocess.run(
                 ["openssl", "s_client", "-connect", f"{host}:{rport}", "-servername", "localhost",
                  "-CAfile", str(pki["server"].ca), "-verify_return_error", "-ign_eof", flag],
-                input="through the relay\n", capture_output=True, text=True, timeout=20,
+                input="through the relay\nCLOSE\n", capture_output=True, text=True, timeout=20,
             )
             summary = relay.observer.only_closed()
     finally:

@@ -49,6 +49,8 @@ _TSHARK_NAMES = {
     HandshakeType.client_key_exchange: "ClientKeyExchange",
     HandshakeType.finished: "Finished",
     HandshakeType.certificate_status: "CertificateStatus",
+    HandshakeType.key_update: "KeyUpdate",
+    HandshakeType.end_of_early_data: "EndOfEarlyData",
 }
 
 
@@ -73,6 +75,9 @@ def tshark_style(events: Iterable[ev.Event]) -> str:
             else:
                 label = _TSHARK_NAMES.get(e.msg_type, f"Handshake({e.msg_type})")
             add(e.direction, label)
+        elif isinstance(e, ev.Record) and e.decrypted:
+            if e.inner_type == 23:
+                add(e.direction, "AppData")
         elif isinstance(e, ev.Record) and e.encrypted:
             if e.content_type == 22:
                 add(e.direction, "EncryptedHandshake")

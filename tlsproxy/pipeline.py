@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding, Severity
 from tlsproxy.analysis.tracker import AnalysisOptions, Tracker
@@ -61,6 +61,24 @@ class Pipeline:
         self._conns[info.id] = _Conn(info=info, wire=wire, tracker=tracker)
         for sink in self.sinks:
             sink.connection_opened(info)
+
+    def set_server(self, conn_id: int, server: tuple[str, int]) -> None:
+        """The relay resolved and reached the upstream."""
+        conn = self._conns.get(conn_id)
+        if conn is not None:
+            conn.info = replace(conn.info, server=server)
+
+    def poll_keys(self, at: float) -> None:
+        """The key log learned secrets: let every connection decrypt what it held."""
+        for conn in list(self._conns.values()):
+            if conn.broken or conn.wire is None:
+                continue
+            try:
+                events = conn.wire.poll(at=at)
+            except Exception as exc:  # noqa: BLE001
+                self._internal_error(conn, "parser", exc, at)
+                continue
+            self._dispatch(conn, events)
 
     @property
     def open_connections(self) -> int:

@@ -420,6 +420,8 @@ class Tracker:
         self.set_step("change_cipher_spec", event.direction, event.at)
         if event.direction is Direction.C2S:
             out += clientauth.on_client_ccs(self, seq, event)
+        else:
+            out += ciphers.on_server_ccs(self, seq, event)
 
     # -- handshake messages -----------------------------------------------------------------
 

@@ -11,6 +11,8 @@ The cipher-suite table below is deliberately private and small: only what decryp
 
 from __future__ import annotations
 
+import warnings
+
 import hashlib
 import hmac
 import re
@@ -482,7 +484,11 @@ def _block_algorithm(cipher: str, key: bytes) -> Any:
     if cipher.startswith("CAMELLIA"):
         return _legacy.Camellia(key)
     if cipher in ("3DES_EDE_CBC", "DES_CBC"):
-        return _legacy.TripleDES(key)  # an 8-byte key makes it single DES
+        # An 8-byte key makes it single DES, which cryptography warns about: the peers chose it,
+        # we only read it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _legacy.TripleDES(key)
     if cipher == "SEED_CBC":
         return _legacy.SEED(key)
     if cipher == "IDEA_CBC":

@@ -23,6 +23,10 @@ class Direction(enum.Enum):
     C2S = "c2s"
     S2C = "s2c"
 
+    # Members are singletons: identity hashing is correct and, unlike Enum's default (a Python
+    # function hashing the name), costs nothing on the per-record dictionary lookups.
+    __hash__ = object.__hash__
+
     @property
     def peer(self) -> Direction:
         return Direction.S2C if self is Direction.C2S else Direction.C2S

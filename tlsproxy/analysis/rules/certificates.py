@@ -1,0 +1,172 @@
+"""Certificates of either side: validity at the connection's time, names, chain shape, key and
+signature strength, usages, and path validation against ``--ca-file`` or the system trust store.
+
+The checks themselves live in ``tlsproxy.analysis.chain``; this module maps their codes to
+findings and remembers a one-line list of problems for the diagnosis.  Path validation is cached
+per (chain, time to the minute, trust bundle): a capture repeats the same chain thousands of times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from tlsproxy.analysis import chain as chainlib
+from tlsproxy.analysis.catalog import make_finding
+from tlsproxy.analysis.model import Finding, Severity
+from tlsproxy.wire import events as ev
+from tlsproxy.wire.certs import CertificateInfo
+from tlsproxy.wire.messages import Certificate
+
+if TYPE_CHECKING:
+    from tlsproxy.analysis.tracker import Tracker
+
+_CODES = {
+    "cert_expired": "CERT_EXPIRED",
+    "cert_not_yet_valid": "CERT_NOT_YET_VALID",
+    "cert_expiring_soon": "CERT_EXPIRING_SOON",
+    "cert_validity_inverted": "CERT_VALIDITY_INVALID",
+    "cert_validity_unknown": "CERT_VALIDITY_INVALID",
+    "cert_undecodable": "CERT_UNPARSABLE",
+    "chain_duplicate": "CHAIN_DUPLICATE",
+    "chain_misordered": "CHAIN_MISORDERED",
+    "chain_unrelated_certificate": "CHAIN_UNRELATED",
+    "chain_extra_after_root": "CHAIN_EXTRA_AFTER_ROOT",
+    "chain_missing_intermediate": "CHAIN_INCOMPLETE",
+    "chain_self_signed": "CERT_SELF_SIGNED",
+    "weak_rsa_key": "CERT_WEAK_KEY",
+    "weak_ec_key": "CERT_WEAK_KEY",
+    "dsa_key": "CERT_WEAK_KEY",
+    "weak_signature_hash": "CERT_WEAK_SIGNATURE",
+}
+# Problems the diagnosis lists when a peer rejected the chain (info-level ones are left out).
+_NOT_A_PROBLEM = {"CHAIN_EXTRA_AFTER_ROOT", "CERT_EXPIRING_SOON"}
+
+
+def on_server_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, msg: Certificate) -> list[Finding]:
+    d, at = hs.direction, hs.at
+    if msg.is_empty:
+        t.server_chain_problems.append("the server sent no certificate")
+        return [make_finding("CERT_EMPTY_SERVER_CHAIN", direction=d, seq=seq, at=at)]
+    chain = tuple(e.info for e in msg.entries)
+    leaf = chain[0]
+    validity = ""
+    if leaf.not_before is not None and leaf.not_after is not None:
+        validity = f", valid {leaf.not_before:%Y-%m-%d} .. {leaf.not_after:%Y-%m-%d}"
+    key = f", {leaf.key_type} {leaf.key_bits or ''}".rstrip() if leaf.key_type else ""
+    out = [make_finding("CERT_CHAIN_SEEN", f"The server sent {len(chain)} certificate(s); leaf "
+                        f"{leaf.subject or '?'} issued by {leaf.issuer or '?'}{key}{validity}.",
+                        direction=d, seq=seq, at=at)]
+    out += check_chain(t, seq, hs, chain, client=False)
+    return out
+
+
+def check_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: Sequence[CertificateInfo], *,
+                client: bool) -> list[Finding]:
+    d, at = hs.direction, hs.at
+    who = "client" if client else "server"
+    problems = t.client_chain_problems if client else t.server_chain_problems
+    out: list[Finding] = []
+    now = t.now_for(at)
+
+    def add(code: str, message: str, severity: Severity | None = None) -> None:
+        text = f"{who.capitalize()} chain: {message}."
+        out.append(make_finding(code, text, title=f"{_title(code)} ({who})", direction=d, seq=seq, at=at,
+                                severity=severity))
+        if code not in _NOT_A_PROBLEM:
+            problems.append(message)
+
+    for index, info in enumerate(chain):
+        if info.parse_error is not None:
+            continue  # chain_order_problems reports it
+        for p in chainlib.validity_problems(info, now, index=index):
+            add(_CODES[p.code], p.message)
+        weak = chainlib.weak_key(info, index=index)
+        if weak is not None:
+            add(_CODES[weak.code], weak.message)
+        sig = chainlib.weak_signature(info, index=index)
+        if sig is not None:
+            add(_CODES[sig.code], sig.message)
+        if info.errors:
+            add("CERT_UNPARSABLE", f"certificate {index}: fields that could not be read: {'; '.join(info.errors)}",
+                severity=Severity.warning)
+    for p in chainlib.chain_order_problems(chain):
+        if p.code == "chain_empty":
+            continue
+        add(_CODES.get(p.code, "CHAIN_UNRELATED"), p.message)
+    leaf = chain[0]
+    if leaf.parse_error is None:
+        if leaf.is_ca and not leaf.self_signed:
+            add("CERT_CA_AS_LEAF", f"the leaf {leaf.subject or '?'} is a CA certificate (basicConstraints CA:TRUE)")
+        elif leaf.is_ca and leaf.self_signed and len(chain) == 1:
+            add("CERT_CA_AS_LEAF", f"the only certificate, {leaf.subject or '?'}, is a self-signed CA certificate "
+                "used as the server's own")
+        if not client:
+            eku = leaf.extended_key_usage
+            if eku and "serverAuth" not in eku and "anyExtendedKeyUsage" not in eku:
+                add("CERT_NO_SERVER_AUTH_EKU", f"the leaf's extended key usage is {', '.join(eku)}, without serverAuth")
+            out += _hostname(t, seq, hs, leaf, problems)
+            out += _trust(t, seq, hs, chain, now, problems)
+    return out
+
+
+def _title(code: str) -> str:
+    from tlsproxy.analysis.catalog import CATALOG
+
+    return CATALOG[code].title
+
+
+def expected_host(t: Tracker) -> tuple[str | None, str]:
+    if t.options.expect_host:
+        return t.options.expect_host, "--expect-host"
+    ch = t.client_hello
+    if ch is not None and ch.server_name:
+        return ch.server_name, "SNI"
+    return None, ""
+
+
+def _hostname(t: Tracker, seq: int, hs: ev.HandshakeMessage, leaf: CertificateInfo,
+              problems: list[str]) -> list[Finding]:
+    host, source = expected_host(t)
+    if host is None or leaf.parse_error is not None:
+        return []
+    match = chainlib.hostname_matches(leaf, host)
+    names = ", ".join(leaf.sans_dns[:8] + leaf.sans_ip[:4]) or "none"
+    if match.matches and match.via == "cn":
+        problems.append(f"{host} matches only the subject CN, not a subjectAltName")
+        return [make_finding("CERT_HOSTNAME_CN_ONLY", f"{host} ({source}) matches the subject CN "
+                             f"{leaf.subject_cn!r} only; the certificate has no DNS subjectAltName.",
+                             direction=hs.direction, seq=seq, at=hs.at)]
+    if match.matches:
+        return []
+    cn = f"; subject CN {leaf.subject_cn!r}" if leaf.subject_cn else ""
+    problems.append(f"{host} is not among the certificate's names ({names})")
+    return [make_finding("CERT_HOSTNAME_MISMATCH", f"{host} ({source}) is not in the server certificate's "
+                         f"subjectAltName (DNS/IP names: {names}{cn}).", direction=hs.direction, seq=seq, at=hs.at)]
+
+
+def _trust(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: Sequence[CertificateInfo], now: datetime,
+           problems: list[str]) -> list[Finding]:
+    trust = t.trust()
+    if trust is None or any(c.parse_error is not None for c in chain):
+        return []
+    ders = tuple(c.der for c in chain)
+    minute = now.replace(second=0, microsecond=0)
+    ok, code, reason = _verify(ders, minute, trust)
+    if ok:
+        return []
+    t.server_chain_verified = reason
+    if code in ("expired", "hostname_mismatch", "no_subject_alt_name", "no_trust_store", "no_trust_anchors"):
+        return []  # already reported by a more specific check, or nothing to check against
+    problems.append(f"not trusted: {reason}")
+    source = "--ca-file" if t.options.trust_pems is not None else "the system trust store"
+    return [make_finding("CERT_UNTRUSTED", f"Path validation against {source} failed: {reason}.",
+                         direction=hs.direction, seq=seq, at=hs.at)]
+
+
+@lru_cache(maxsize=512)
+def _verify(ders: tuple[bytes, ...], now: datetime, trust: bytes) -> tuple[bool, str, str]:
+    r = chainlib.verify_chain(list(ders), None, now, trust)
+    return r.ok, r.code, r.reason

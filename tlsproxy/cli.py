@@ -1,0 +1,356 @@
+"""The ``tlsproxy`` command: run (the default), analyze, replay, demo.
+
+Every sub-command builds the same pipeline (parser, analyzer, the console transcript and, with
+``--save``/``--json``, the session JSON); only the front end that feeds it differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tlsproxy import __version__
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1  # analyze/replay/demo: a finding at or above --fail-on was raised
+EXIT_USAGE = 2  # bad options (argparse uses 2 as well)
+EXIT_LISTEN = 3  # run: a listening socket could not be opened
+EXIT_INPUT = 4  # a file could not be read or written (exists, unreadable, not a capture/session)
+
+SUBCOMMANDS = ("run", "analyze", "replay", "demo")
+
+_EPILOG = f"""\
+sub-commands:
+  run       relay connections and annotate their TLS handshakes (the default: `tlsproxy --upstream
+            example.com:443` is `tlsproxy run --upstream example.com:443`)
+  analyze   read pcap/pcapng captures and diagnose every TLS connection in them
+  replay    re-run the analysis of a saved session (--save FILE), or redact it for sharing
+  demo      a mutual-TLS failure and its fix, on loopback, with nothing to set up
+
+exit status:
+  {EXIT_OK}  success (for run: stopped by SIGINT/SIGTERM after a graceful shutdown)
+  {EXIT_FINDINGS}  analyze/replay/demo: a finding of at least --fail-on severity was raised
+  {EXIT_USAGE}  bad options
+  {EXIT_LISTEN}  run: cannot listen on an address
+  {EXIT_INPUT}  a file cannot be read or written (an existing --save file is never overwritten)
+"""
+
+
+def _output_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="store_true", help="show every decoded field and extension")
+    g.add_argument("-q", "--quiet", action="store_true", help="show only findings and diagnoses")
+    g.add_argument("--hexdump", action="store_true", help="show the bytes of plaintext records")
+    g.add_argument("--no-color", action="store_true", help="no colours (NO_COLOR in the environment does the same)")
+    g.add_argument("--json", action="store_true",
+                   help="print the session JSON to stdout (for jq) instead of the transcript")
+    g.add_argument("--save", metavar="FILE",
+                   help="write the session JSON to FILE as the run goes (mode 0600; never overwrites)")
+    g.add_argument("--fail-on", choices=("info", "warning", "error"), default=None,
+                   help=f"exit with status {EXIT_FINDINGS} when a finding of at least this severity was raised")
+    a = p.add_argument_group("analysis")
+    a.add_argument("--now", metavar="ISO8601",
+                   help="judge certificate validity at this time instead of when the connection was seen")
+    a.add_argument("--expect-host", metavar="HOST",
+                   help="the host name the server certificate must match (default: the SNI)")
+    a.add_argument("--ca-file", metavar="PEM", help="trust anchors for chain verification (default: the system's)")
+    a.add_argument("--keylog", metavar="FILE", help="NSS key log file (SSLKEYLOGFILE) to decrypt sessions")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tlsproxy.relay import add_run_arguments
+
+    common = _output_options()
+    parser = argparse.ArgumentParser(
+        prog="tlsproxy", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        description="A transparent TLS-aware proxy: it relays bytes unchanged, decodes both directions of "
+                    "every handshake and explains why one failed.  Try `tlsproxy demo`.")
+    parser.add_argument("--version", action="version", version=f"tlsproxy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,analyze,replay,demo}")
+    run = sub.add_parser("run", parents=[common], help="relay and annotate connections (default)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    add_run_arguments(run)
+    analyze = sub.add_parser("analyze", parents=[common], help="diagnose the TLS connections in captures",
+                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    analyze.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng capture")
+    analyze.add_argument("--all-connections", action="store_true",
+                         help="also analyse TCP connections that do not look like TLS")
+    replay = sub.add_parser("replay", parents=[common], help="re-analyse a saved session",
+                            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    replay.add_argument("file", metavar="FILE", help="session JSON (or the journal of a killed run)")
+    replay.add_argument("--connection", type=int, action="append", metavar="N",
+                        help="only connection N (repeatable)")
+    replay.add_argument("--only-failures", action="store_true",
+                        help="only connections that did not establish or raised an error")
+    replay.add_argument("--redact", action="store_true",
+                        help="with --save OUT (or --json): write a copy with host names, addresses and "
+                             "certificate names replaced by pseudonyms and raw bytes dropped")
+    demo = sub.add_parser("demo", parents=[common], help="see a mutual-TLS failure diagnosed, then fixed",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    demo.add_argument("name", nargs="?", default=None, help="scenario (default mtls-missing-cert; see --list)")
+    demo.add_argument("--list", action="store_true", help="list the scenarios")
+    return parser
+
+
+def _normalise_argv(argv: Sequence[str]) -> list[str]:
+    args = list(argv)
+    if args and args[0] not in SUBCOMMANDS and args[0] not in ("-h", "--help", "--version"):
+        args.insert(0, "run")
+    return args
+
+
+# -- shared plumbing ------------------------------------------------------------------------
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def analysis_options(ns: argparse.Namespace) -> Any:
+    from tlsproxy.analysis.tracker import AnalysisOptions, system_trust_loader
+
+    now = None
+    if ns.now:
+        try:
+            now = datetime.fromisoformat(ns.now.replace("Z", "+00:00"))
+        except ValueError:
+            raise CliError(f"--now {ns.now!r} is not an ISO 8601 time (e.g. 2024-05-01T12:00:00Z)") from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+    trust = None
+    if ns.ca_file:
+        try:
+            trust = Path(ns.ca_file).read_bytes()
+        except OSError as exc:
+            raise CliError(f"--ca-file {ns.ca_file}: {exc.strerror or exc}", EXIT_INPUT) from None
+    return AnalysisOptions(now=now, expect_host=ns.expect_host, trust_pems=trust,
+                           trust_loader=None if trust else system_trust_loader)
+
+
+class Outputs:
+    """The sinks one command writes to, and their async lifecycle."""
+
+    def __init__(self, ns: argparse.Namespace, *, console: Any = None, save: str | None | bool = True) -> None:
+        from tlsproxy.sinks.console import ConsoleSink, make_console
+        from tlsproxy.sinks.sessionjson import SessionJsonSink
+
+        self.sinks: list[Any] = []
+        self.json_sinks: list[SessionJsonSink] = []
+        self.console_sink: ConsoleSink | None = None
+        if ns.json:
+            self.json_sinks.append(SessionJsonSink(None, stream=sys.stdout))
+        else:
+            con = console or make_console(no_color=ns.no_color)
+            self.console_sink = ConsoleSink(con, verbose=ns.verbose, hexdump=ns.hexdump, quiet=ns.quiet)
+            self.sinks.append(self.console_sink)
+        save_path = ns.save if save is True else save
+        if save_path:
+            self.json_sinks.append(SessionJsonSink(save_path))
+        self.sinks.extend(self.json_sinks)
+
+    async def start(self) -> None:
+        from tlsproxy.sinks.sessionjson import SessionFileError
+
+        try:
+            for s in self.json_sinks:
+                await s.start()
+        except SessionFileError as exc:
+            raise CliError(str(exc), EXIT_INPUT) from None
+        except OSError as exc:
+            raise CliError(f"cannot write the session file: {exc}", EXIT_INPUT) from None
+
+    async def aclose(self) -> None:
+        if self.console_sink is not None:
+            self.console_sink.stop()
+        for s in self.json_sinks:
+            await s.aclose()
+
+
+def _run_info(command: str, ns: argparse.Namespace, **kw: Any) -> Any:
+    from tlsproxy.pipeline import RunInfo
+
+    return RunInfo(version=__version__, command=command, started=time.time(), keylog=ns.keylog, **kw)
+
+
+def _exit_for(pipeline: Any, ns: argparse.Namespace) -> int:
+    from tlsproxy.analysis.model import Severity
+
+    if ns.fail_on and pipeline.worst is not None and pipeline.worst >= Severity.parse(ns.fail_on):
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def _err(message: str) -> None:
+    print(f"tlsproxy: error: {message}", file=sys.stderr)
+
+
+# -- sub-commands ---------------------------------------------------------------------------
+
+
+async def cmd_run(ns: argparse.Namespace) -> int:
+    from tlsproxy.frontends.live import PipelineObserver
+    from tlsproxy.pipeline import Pipeline
+    from tlsproxy.relay import ConfigError, config_from_args, run_relay
+
+    try:
+        config = config_from_args(ns)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    outputs = Outputs(ns)
+    options = analysis_options(ns)
+    await outputs.start()
+    listeners = tuple({"label": s.label, "host": s.host, "port": s.port, "mode": s.mode,
+                       "upstream": f"{s.upstream[0]}:{s.upstream[1]}" if s.upstream else None}
+                      for s in config.listeners)
+    run = _run_info("run", ns, listeners=listeners)
+    pipeline = Pipeline(outputs.sinks, options)
+    pipeline.run_started(run)
+    try:
+        code = await run_relay(config, PipelineObserver(pipeline))
+    finally:
+        pipeline.close_all("shutdown", time.monotonic())
+        pipeline.run_finished(run, time.time())
+        await outputs.aclose()
+    return code
+
+
+async def cmd_analyze(ns: argparse.Namespace) -> int:
+    from tlsproxy.pipeline import Pipeline
+
+    try:
+        from tlsproxy.frontends.capture import analyze_capture
+    except ImportError as exc:  # pragma: no cover - only while the capture front end is missing
+        raise CliError(f"capture analysis is not available in this build ({exc})", EXIT_INPUT) from None
+    for f in ns.files:
+        if not Path(f).is_file():
+            raise CliError(f"{f}: no such file", EXIT_INPUT)
+    outputs = Outputs(ns)
+    options = analysis_options(ns)
+    await outputs.start()
+    run = _run_info("analyze", ns, source=", ".join(ns.files))
+    pipeline = Pipeline(outputs.sinks, options)
+    pipeline.run_started(run)
+    failed = False
+    try:
+        for f in ns.files:
+            stats = analyze_capture(f, pipeline, all_connections=ns.all_connections)
+            error = getattr(stats, "error", None)
+            if error:
+                _err(f"{f}: {error}")
+                failed = True
+            await asyncio.sleep(0)  # let the session writer catch up between files
+    finally:
+        pipeline.close_all("capture_end", time.monotonic())
+        pipeline.run_finished(run, time.time())
+        await outputs.aclose()
+    code = _exit_for(pipeline, ns)
+    return EXIT_INPUT if failed and code == EXIT_OK and pipeline.reports_count == 0 else code
+
+
+async def cmd_replay(ns: argparse.Namespace) -> int:
+    from tlsproxy.pipeline import Pipeline
+    from tlsproxy.redact import redact_document
+    from tlsproxy.replay import FilterSink, replay_document
+    from tlsproxy.sinks.sessionjson import SessionFileError, SessionJsonSink, create_exclusive, dump_document, \
+        load_session
+
+    try:
+        doc = load_session(ns.file)
+    except SessionFileError as exc:
+        raise CliError(str(exc), EXIT_INPUT) from None
+    if ns.redact and not (ns.save or ns.json):
+        raise CliError("--redact writes a copy: give --save OUT (or --json for stdout)")
+    if ns.redact and ns.save and Path(ns.save).exists():
+        raise CliError(f"{ns.save} already exists; choose another file name (it is never overwritten)", EXIT_INPUT)
+    options = analysis_options(ns)
+    json_to_stdout = ns.json
+    if ns.redact:
+        ns.json = False  # the transcript still shows; the redacted copy goes where asked
+    outputs = Outputs(ns, save=None if ns.redact else True)
+    memory = SessionJsonSink(None) if ns.redact else None
+    if ns.redact and json_to_stdout and outputs.console_sink is not None:
+        outputs.sinks.remove(outputs.console_sink)
+        outputs.console_sink = None
+    await outputs.start()
+    sinks = list(outputs.sinks) + ([memory] if memory is not None else [])
+    run = _run_info("replay", ns, source=str(ns.file), listeners=tuple(doc.get("listeners") or ()))
+    pipeline = Pipeline([FilterSink(sinks, only_failures=ns.only_failures)], options)
+    selected = set(ns.connection) if ns.connection else None
+    try:
+        stats = replay_document(doc, pipeline, run=run, connections=selected)
+    finally:
+        await outputs.aclose()
+    if selected is not None and stats.connections == 0:
+        _err(f"no connection {', '.join(map(str, sorted(selected)))} in {ns.file}")
+        return EXIT_INPUT
+    if not stats.reanalysed:
+        print("tlsproxy: note: this session holds no handshake bytes (a redacted copy?); its stored findings "
+              "and diagnoses are shown as they were", file=sys.stderr)
+    if memory is not None:
+        redacted = redact_document(await memory.aclose())
+        text = dump_document(redacted)
+        if json_to_stdout:
+            sys.stdout.write(text)
+        if ns.save:
+            try:
+                fd = create_exclusive(ns.save)
+            except SessionFileError as exc:
+                raise CliError(str(exc), EXIT_INPUT) from None
+            with open(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+    return _exit_for(pipeline, ns)
+
+
+async def cmd_demo(ns: argparse.Namespace) -> int:
+    from tlsproxy import demo
+
+    if ns.list:
+        demo.print_list()
+        return EXIT_OK
+    name = ns.name or demo.DEFAULT
+    if name not in demo.SCENARIOS:
+        raise CliError(f"no demo scenario {name!r}; `tlsproxy demo --list` shows them")
+    outputs = Outputs(ns)
+    await outputs.start()
+    try:
+        pipeline = await demo.run_demo(name, outputs.sinks, options=analysis_options(ns),
+                                       console=outputs.console_sink.console if outputs.console_sink else None,
+                                       run=_run_info("demo", ns, source=name))
+    finally:
+        await outputs.aclose()
+    return _exit_for(pipeline, ns)
+
+
+_COMMANDS = {"run": cmd_run, "analyze": cmd_analyze, "replay": cmd_replay, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = _normalise_argv(sys.argv[1:] if argv is None else argv)
+    if not args:
+        parser.print_help()
+        return EXIT_USAGE
+    ns = parser.parse_args(args)
+    if getattr(ns, "quiet", False) and getattr(ns, "verbose", False):
+        parser.error("-q and -v do not go together")
+    try:
+        return asyncio.run(_COMMANDS[ns.command](ns))
+    except CliError as exc:
+        _err(str(exc))
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
