@@ -4,6 +4,8 @@ to the message sequence tshark found (see ``../shared/corpus/MANIFEST.md``)."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,12 +25,6 @@ KNOWN_DIFFERENCES = {
     # tshark leaves the 21-record Certificate unparsed; we reassemble it.
     ("zeek/tls-fragmented-handshake.pcap", 0): (
         "C: ClientHello | S: ServerHello,Certificate(1),ServerKeyExchange,ServerHelloDone"),
-    # tshark reads the key log embedded in the pcapng (a Decryption Secrets Block) and so sees the
-    # NULL-cipher Finished and close_notify; without keys they are encrypted records to us.
-    ("wireshark-notes/tls-null.pcapng", 0): (
-        "C: ClientHello | S: ServerHello,Certificate(1),ServerHelloDone | "
-        "C: ClientKeyExchange,ChangeCipherSpec,EncryptedHandshake | S: ChangeCipherSpec,EncryptedHandshake | "
-        "C: AppData | S: AppData | C: Alert(encrypted)"),
 }
 
 
@@ -146,3 +142,19 @@ def test_damaged_capture_is_analysed_up_to_the_damage():
     # Suricata expects "invalid handshake message": bytes after the Certificate claim 16 MiB.
     errors = [e for e in events if isinstance(e, ev.DecodeError)]
     assert any("claims 16777215 bytes" in e.reason for e in errors)
+
+
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="editcap (Wireshark) not installed")
+def test_key_log_embedded_in_pcapng_is_used(tmp_path):
+    """``editcap --inject-secrets`` stores a key log in the capture; analysing it needs no --keylog."""
+    source = CORPUS / "illustrated" / "illustrated-tls13.pcap"
+    target = tmp_path / "with-secrets.pcapng"
+    subprocess.run(["editcap", "--inject-secrets", f"tls,{CORPUS / 'illustrated' / 'illustrated-tls13.keylog'}",
+                    "-F", "pcapng", str(source), str(target)], check=True, capture_output=True)
+    keylog = KeyLog()
+    collector = WireCollector(keylog)
+    stats = analyze_capture(target, collector, keylog=keylog)  # type: ignore[arg-type]
+    assert stats.embedded_secrets == 1 and len(keylog) > 0
+    (events,) = collector.events.values()
+    expected = json.loads((CORPUS / "illustrated" / "tshark" / "illustrated-tls13.pcap.tshark.json").read_text())
+    assert tshark_style(events) == expected["decrypted_streams"][0]["seq"]

@@ -148,8 +148,16 @@ class CaptureReader:
         # pcapng
         self._interfaces: list[_Interface] = []
         self._last_ts = 0.0
+        #: TLS key log text from Decryption Secrets Blocks, in file order (``take_secrets``).
+        self._secrets: list[str] = []
 
     # public API --------------------------------------------------------------------------------
+
+    def take_secrets(self) -> list[str]:
+        """NSS key log text embedded in the file so far (pcapng Decryption Secrets Blocks of
+        type TLS key log, as ``editcap --inject-secrets`` writes them), then forgotten."""
+        out, self._secrets = self._secrets, []
+        return out
 
     @property
     def error(self) -> CaptureFormatError | None:
@@ -305,7 +313,9 @@ class CaptureReader:
                     self._interfaces = []  # a new section starts with no interfaces
                 elif btype == 2:
                     self._pb(mv, pos, blen, out)
-                # Any other block (name resolution, statistics, secrets, custom) is skipped.
+                elif btype == 0x0A:
+                    self._dsb(mv, pos, blen)
+                # Any other block (name resolution, statistics, custom) is skipped.
                 pos = stop
         finally:
             mv.release()
@@ -374,6 +384,18 @@ class CaptureReader:
         out.append(_raw_packet(iface.linktype, ts, bytes(mv[pos + 28:pos + 28 + caplen]), caplen,
                                origlen, iface_id))
 
+    def _dsb(self, mv: memoryview, pos: int, blen: int) -> None:
+        """Decryption Secrets Block: secrets type, length, data.  Only TLS key logs ("TLSK") are
+        kept; other secret types (WireGuard, SSH, ...) are not ours to read."""
+        if blen < 20:
+            raise CaptureFormatError("pcapng decryption secrets block too short", offset=self._pos + pos)
+        secrets_type, length = _U32X2[self._endian].unpack_from(mv, pos + 8)
+        if 16 + length > blen - 4:
+            raise CaptureFormatError(f"pcapng secrets of {length} bytes overrun their block",
+                                     offset=self._pos + pos)
+        if secrets_type == 0x544C534B:  # "TLSK": NSS key log format
+            self._secrets.append(bytes(mv[pos + 16:pos + 16 + length]).decode("utf-8", "replace"))
+
     def _spb(self, mv: memoryview, pos: int, blen: int, out: list[RawPacket]) -> None:
         if blen < 16:
             raise CaptureFormatError("pcapng simple packet block too short", offset=self._pos + pos)
@@ -386,13 +408,19 @@ class CaptureReader:
                                caplen, origlen, 0))
 
 
-def iter_packets(path: str | PathLike[str], *, chunk_size: int = CHUNK_SIZE) -> Iterator[RawPacket]:
+def iter_packets(path: str | PathLike[str], *, chunk_size: int = CHUNK_SIZE,
+                 on_secrets: Callable[[str], None] | None = None) -> Iterator[RawPacket]:
     """Yield the packets of a capture file, reading ``chunk_size`` bytes at a time.
 
+    ``on_secrets`` receives key log text embedded in the file, before the packets that follow it.
     Raises ``CaptureFormatError`` at the point of damage, after every packet before it.
     """
     reader = CaptureReader()
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
-            yield from reader.feed(chunk)
+            packets = reader.feed(chunk)
+            if on_secrets is not None:
+                for text in reader.take_secrets():
+                    on_secrets(text)
+            yield from packets
     reader.close()

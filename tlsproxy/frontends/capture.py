@@ -22,6 +22,7 @@ from tlsproxy.capture.tcp import ConnKey
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire import sniff
 from tlsproxy.wire.events import Direction
+from tlsproxy.wire.keylog import KeyLog
 
 if TYPE_CHECKING:
     from tlsproxy.pipeline import Pipeline
@@ -43,6 +44,7 @@ class CaptureStats:
     first_at: float | None = None
     last_at: float | None = None
     error: str | None = None  # the file is damaged from here on; what came before was analysed
+    embedded_secrets: int = 0  # pcapng Decryption Secrets Blocks with TLS key log text
 
 
 @dataclass(slots=True)
@@ -168,11 +170,20 @@ class CaptureAnalysis:
         return ConnectionEnd(how=how, by=None, at=at)
 
 
-def analyze_capture(path: str | PathLike[str], pipeline: Pipeline, *, all_connections: bool = False) -> CaptureStats:
-    """Run every TLS connection of a capture file through ``pipeline`` (the only I/O is reading)."""
+def analyze_capture(path: str | PathLike[str], pipeline: Pipeline, *, all_connections: bool = False,
+                    keylog: KeyLog | None = None) -> CaptureStats:
+    """Run every TLS connection of a capture file through ``pipeline`` (the only I/O is reading).
+
+    Key log text embedded in a pcapng (Decryption Secrets Blocks) is added to ``keylog``.
+    """
     analysis = CaptureAnalysis(pipeline, all_connections=all_connections)
+    on_secrets = None
+    if keylog is not None:
+        def on_secrets(text: str) -> None:
+            keylog.feed_text(text if text.endswith("\n") else text + "\n")
+            analysis.stats.embedded_secrets += 1
     try:
-        for raw in iter_packets(path):
+        for raw in iter_packets(path, on_secrets=on_secrets):
             analysis.packet(raw)
     except CaptureFormatError as exc:
         analysis.stats.error = str(exc)

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from tlsproxy.wire import events as ev
 from tlsproxy.wire.events import ContentType, Direction
 from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE, HandshakeReassembler, RawHandshake
+from tlsproxy.wire.registry import cipher_suite_info
 from tlsproxy.wire.messages import ClientHello, DecodeContext, HandshakeType, ServerHello, decode_message
 from tlsproxy.wire.records import SSLV2, TLS, LayerNotice, RawRecord, RecordLayer
 from tlsproxy.wire.sslv2 import (
@@ -44,6 +45,9 @@ from tlsproxy.wire.sslv2 import (
 TLS1_3 = 0x0304
 _EARLY_DATA_EXT = 42
 _ENCRYPT_THEN_MAC_EXT = 22
+
+# MAC sizes of the TLS <= 1.2 NULL-cipher suites, by the MAC named in the suite.
+_MAC_LENGTHS = {"MD5": 16, "SHA": 20, "SHA256": 32, "SHA384": 48}
 
 # Records that arrive before their secrets are in the key log wait, per direction, up to this
 # many bytes (a whole handshake flight is a few KiB; a client writes its secrets before it sends
@@ -199,8 +203,19 @@ class TLSConnection:
 
     def _want_payload(self, direction: Direction, ctype: int) -> bool:
         if self._is_protected(direction, ctype):
-            return self.decryptor is not None
+            return self.decryptor is not None or self._null_mac_length() is not None
         return ctype != ContentType.application_data
+
+    def _null_mac_length(self) -> int | None:
+        """A TLS <= 1.2 NULL-cipher suite protects with a MAC only: the content is readable
+        without keys, followed by this many MAC bytes."""
+        st = self.state
+        if st.tls13 or st.cipher_suite is None:
+            return None
+        info = cipher_suite_info(st.cipher_suite)
+        if info is None or not info.null_cipher:
+            return None
+        return _MAC_LENGTHS.get(info.mac)
 
     def _phase(self, direction: Direction, ctype: int) -> str:
         st = self.state
@@ -218,6 +233,10 @@ class TLSConnection:
         ctype = rec.content_type
         if self._is_protected(direction, ctype):
             if self.decryptor is not None and rec.payload is not None and self._try_decrypt(direction, side, rec, at, out):
+                return
+            mac_length = self._null_mac_length()
+            if mac_length is not None and rec.payload is not None and len(rec.payload) >= mac_length:
+                self._on_null_cipher(direction, side, rec, mac_length, at, out)
                 return
             side.encrypted_seen += 1
             tls13 = self.state.tls13
@@ -281,6 +300,16 @@ class TLSConnection:
             self._on_ccs(direction, side, plaintext, offset, at, out)
         elif inner_type == ContentType.heartbeat:
             out.append(_heartbeat(direction, plaintext, offset, at))
+
+    def _on_null_cipher(self, direction: Direction, side: _Side, rec: RawRecord, mac_length: int, at: float,
+                        out: list[ev.Event]) -> None:
+        assert rec.payload is not None
+        phase = self._phase(direction, rec.content_type)
+        out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=rec.content_type,
+                             version=rec.version, length=rec.length, encrypted=True, phase=phase,
+                             decrypted=True, inner_type=rec.content_type))
+        content = rec.payload[: len(rec.payload) - mac_length]
+        self._on_plaintext(direction, side, rec.offset, rec.content_type, content, at, out)
 
     def _hold(self, direction: Direction, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
         assert rec.payload is not None and self.decryptor is not None

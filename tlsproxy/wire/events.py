@@ -73,8 +73,9 @@ class Record(Event):
     ``encrypted`` is true when the record is protected (TLS <= 1.2 after its direction's
     change_cipher_spec; TLS 1.3 application_data-typed records after the ServerHello; 0-RTT data).
     ``phase`` then says where it appeared: ``early_data``, ``handshake`` (before the handshake
-    completed, as far as the core can tell) or ``application``.  ``decrypted`` is true when a key
-    log let the core open it; ``inner_type`` is then the real content type.
+    completed, as far as the core can tell) or ``application``.  ``decrypted`` is true when the
+    core could read it: with a key log, or because the suite is a NULL cipher (a MAC, no
+    encryption); ``inner_type`` is then the real content type.
     """
 
     content_type: int
