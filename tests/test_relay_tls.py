@@ -219,7 +219,7 @@ def test_tls_stream_bytes_seen_by_observer_equal_what_the_server_received(pki):
         tls = _client_ctx(pki, "1.3").wrap_socket(raw, server_hostname="localhost")
         tls.sendall(b"ping")
         assert tls.recv(100) == b"PING"
-        raw.close()
+        tls.close()
         server.join()
         relay.observer.only_closed()
         conn_id = next(iter(relay.observer.closed))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -134,7 +136,55 @@ def analysis_options(ns: argparse.Namespace) -> Any:
         except OSError as exc:
             raise CliError(f"--ca-file {ns.ca_file}: {exc.strerror or exc}", EXIT_INPUT) from None
     return AnalysisOptions(now=now, expect_host=ns.expect_host, trust_pems=trust,
-                           trust_loader=None if trust else system_trust_loader)
+                           trust_loader=None if trust else system_trust_loader,
+                           keylog=bool(keylog_path(ns)))
+
+
+def keylog_path(ns: argparse.Namespace) -> str | None:
+    """``--keylog``, else ``SSLKEYLOGFILE`` from the environment (the file clients write to)."""
+    return ns.keylog or os.environ.get("SSLKEYLOGFILE") or None
+
+
+def open_keylog(ns: argparse.Namespace, *, follow: bool) -> Any:
+    """The key log file to decrypt with, announced on stderr so nobody wonders where secrets come
+    from.  ``follow``: the live proxy reads it as clients append; otherwise it is read now."""
+    from tlsproxy.frontends.keylogfile import KeyLogFile
+
+    path = keylog_path(ns)
+    if path is None:
+        return None
+    source = "--keylog" if ns.keylog else "SSLKEYLOGFILE in the environment"
+    if not follow and not Path(path).is_file():
+        if not ns.keylog:
+            print(f"tlsproxy: note: SSLKEYLOGFILE={path} does not exist; not decrypting", file=sys.stderr)
+            return None
+        raise CliError(f"key log {path} ({source}): no such file", EXIT_INPUT)
+    keylog = KeyLogFile(path)
+    if follow:
+        keylog.poll()
+        print(f"tlsproxy: decrypting with the key log {path} ({source}); following it as clients write to it",
+              file=sys.stderr)
+    else:
+        keylog.load()
+        print(f"tlsproxy: decrypting with the key log {path} ({source}): {len(keylog.keylog)} sessions",
+              file=sys.stderr)
+    return keylog
+
+
+def decryptor_factory(keylog: Any, *, always: bool) -> Any:
+    """A per-connection decryptor maker for the pipeline.  Without ``always`` a connection only
+    gets one when the key log holds secrets (keeping capture analysis at full speed otherwise)."""
+    from tlsproxy.wire.decrypt import ConnectionDecryptor
+
+    if keylog is None:
+        return None
+
+    def make() -> ConnectionDecryptor | None:
+        if always or len(keylog):
+            return ConnectionDecryptor(keylog)
+        return None
+
+    return make
 
 
 class Outputs:
@@ -213,15 +263,30 @@ async def cmd_run(ns: argparse.Namespace) -> int:
                        "upstream": f"{s.upstream[0]}:{s.upstream[1]}" if s.upstream else None}
                       for s in config.listeners)
     run = _run_info("run", ns, listeners=listeners)
-    pipeline = Pipeline(outputs.sinks, options)
+    keylog = open_keylog(ns, follow=True)
+    pipeline = Pipeline(outputs.sinks, options,
+                        decryptor_factory=decryptor_factory(keylog.keylog if keylog else None, always=True))
     pipeline.run_started(run)
+    observer = PipelineObserver(pipeline, keylog=keylog)
+    ticker = asyncio.create_task(_tick(observer))
     try:
-        code = await run_relay(config, PipelineObserver(pipeline))
+        code = await run_relay(config, observer)
     finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
         pipeline.close_all("shutdown", time.monotonic())
         pipeline.run_finished(run, time.time())
         await outputs.aclose()
     return code
+
+
+async def _tick(observer: Any) -> None:
+    """Stalled handshakes must be reported even when no byte moves, and key log secrets picked
+    up even when the records that need them are already held: tick on a timer too."""
+    while True:
+        await asyncio.sleep(0.5)
+        observer.tick(time.monotonic())
 
 
 async def cmd_analyze(ns: argparse.Namespace) -> int:
@@ -238,12 +303,19 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
     options = analysis_options(ns)
     await outputs.start()
     run = _run_info("analyze", ns, source=", ".join(ns.files))
-    pipeline = Pipeline(outputs.sinks, options)
+    from tlsproxy.wire.keylog import KeyLog
+
+    keylog_file = open_keylog(ns, follow=False)
+    # Always a key log: a pcapng may carry its own secrets (Decryption Secrets Blocks).
+    keylog = keylog_file.keylog if keylog_file is not None else KeyLog()
+    pipeline = Pipeline(outputs.sinks, options, decryptor_factory=decryptor_factory(keylog, always=False))
     pipeline.run_started(run)
     failed = False
     try:
         for f in ns.files:
-            stats = analyze_capture(f, pipeline, all_connections=ns.all_connections)
+            stats = analyze_capture(f, pipeline, all_connections=ns.all_connections, keylog=keylog)
+            if stats.embedded_secrets:
+                print(f"tlsproxy: {f}: decrypting with the key log embedded in the capture", file=sys.stderr)
             error = getattr(stats, "error", None)
             if error:
                 _err(f"{f}: {error}")

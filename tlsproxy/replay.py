@@ -10,6 +10,7 @@ stored findings and diagnoses are shown as they are.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -190,7 +191,6 @@ def replay_document(doc: dict[str, Any], pipeline: Pipeline, *, run: RunInfo,
     a :class:`FilterSink` for ``--only-failures``).  Calls ``run_started``/``run_finished``."""
     stats = ReplayStats()
     pipeline.run_started(run)
-    ended = run.started
     for conn in doc.get("connections", []):
         if connections is not None and int(conn["id"]) not in connections:
             continue
@@ -210,7 +210,7 @@ def replay_document(doc: dict[str, Any], pipeline: Pipeline, *, run: RunInfo,
             else:
                 pipeline.gap(int(conn["id"]), action.direction, action.length, action.t)
         pipeline.close(int(conn["id"]), _end(conn, last_t))
-    pipeline.run_finished(run, ended)
+    pipeline.run_finished(run, time.time())
     return stats
 
 

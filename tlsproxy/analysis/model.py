@@ -60,6 +60,8 @@ OUTCOMES: dict[str, str] = {
     "not_tls": "At least one side did not speak TLS.",
     "upstream_unreachable": "The proxy could not connect to the server.",
     "incomplete": "The connection is still open or the capture ends before the handshake did.",
+    "client_auth_failed": "Inferred (TLS 1.3 without keys): the server aborted right after the client's "
+    "certificate/Finished flight; a missing or rejected client certificate.",
 }
 
 

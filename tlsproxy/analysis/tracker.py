@@ -11,9 +11,8 @@ Steps and phases
 ``step`` is the last handshake milestone and who reached it, as the diagnosis names it:
 ``client_hello``, ``server_hello``, ``certificate``, ``server_hello_done``, ``client_key_exchange``,
 ``change_cipher_spec``, ``finished`` (TLS <= 1.2, seen or inferred from the first protected
-handshake record after a change_cipher_spec), ``server_flight`` / ``client_flight`` (TLS 1.3 without
-keys: the encrypted flights, whose end is inferred from the other side starting to send) and
-``complete``.
+handshake record after a change_cipher_spec), ``encrypted flight`` (TLS 1.3 without keys: a side's
+encrypted flight, whose end is inferred from the other side starting to send) and ``complete``.
 
 Handshake completion: TLS <= 1.2 when both Finished went by.  TLS 1.3 without keys: the server's
 flight ends when the client's first protected record arrives; the client's flight is accepted when
@@ -144,6 +143,8 @@ class Side:
     certificate_msg: Certificate | None = None
     certificate_verify: bool = False
     not_tls: ev.NotTLS | None = None
+    not_tls_seq: int = 0
+    not_tls_reported: bool = False
     record_version_flagged: bool = False
     decrypt_failed_flagged: bool = False
     heartbeat_request_len: int | None = None
@@ -249,6 +250,9 @@ class Tracker:
         if self.complete:
             return
         self.complete = True
+        for side in (self.client, self.server):
+            if side.pending is not None and side.pending.during_handshake:
+                side.pending = None  # the handshake went on: that small record was data, not an abort
         self.complete_at = at
         self.complete_inferred = inferred
         self.set_step("complete", None, at)
@@ -282,9 +286,15 @@ class Tracker:
             self._on_sslv2(seq, event, out)
         elif isinstance(event, ev.NotTLS):
             side.not_tls = event
-            out += nottls.on_not_tls(self, seq, event)
+            side.not_tls_seq = seq
+            if nottls.unambiguous(self, event):
+                side.not_tls_reported = True
+                out += nottls.on_not_tls(self, seq, event)
         elif isinstance(event, ev.StartTLS):
             self.starttls = True
+            for s in (self.client, self.server):
+                if not s.not_tls_reported:
+                    s.not_tls = None  # a plaintext preamble (STARTTLS, CONNECT, SOCKS), not a mistake
             out += nottls.on_starttls(self, seq, event)
         elif isinstance(event, ev.EndOfStream):
             side.eof_at = event.at
@@ -300,9 +310,16 @@ class Tracker:
     def on_end(self, *, how: str, by: str | None, reason: str | None, at: float) -> list[Finding]:
         self.end_how, self.end_by, self.end_reason, self.end_at = how, by, reason, at
         out: list[Finding] = []
+        for side in (self.client, self.server):
+            if side.not_tls is not None and not side.not_tls_reported:
+                side.not_tls_reported = True
+                out += nottls.on_not_tls(self, side.not_tls_seq, side.not_tls)
         closing = how not in ("capture_end", "shutdown")
         for side in (self.client, self.server):
             out += alerts.resolve_pending(self, side, closing=closing)
+        if (self.tls13 and not self.complete and self.client_flight_at is not None and self.first_fatal is None
+                and self.client.close_notify):
+            self.mark_complete(self.client.last_at or at, inferred=True)  # the client finished, then closed cleanly
         out += closes.on_end(self, how=how, by=by, reason=reason, at=at)
         self.findings.extend(out)
         self._diagnosis = None
@@ -368,7 +385,7 @@ class Tracker:
         sized = alerts.tls13_alert_size(self, rec.length)
         if rec.direction is Direction.S2C:
             if self.client_flight_at is None:
-                self.set_step("server_flight", rec.direction, rec.at)
+                self.set_step("encrypted flight", rec.direction, rec.at)
                 return
             self.server_answered_flight = True
             if not self.complete:
@@ -388,7 +405,7 @@ class Tracker:
             self.server_flight_done_at = rec.at
             self.server.finished = True
             self.server.finished_at = rec.at
-            self.set_step("client_flight", rec.direction, rec.at)
+            self.set_step("encrypted flight", rec.direction, rec.at)
             if sized:
                 side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
             return
@@ -402,7 +419,10 @@ class Tracker:
             self.mark_complete(rec.at, inferred=True)
             self._app_data(rec, side)
         elif sized:
+            # Too small for a Finished or CertificateVerify: an alert sent after the client's own Finished,
+            # i.e. after the handshake from the client's point of view (close_notify when it closes).
             side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
+            side.pending.during_handshake = False
 
     def _app_data(self, rec: ev.Record, side: Side) -> None:
         side.app_records += 1

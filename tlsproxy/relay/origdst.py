@@ -52,7 +52,9 @@ def original_dst(sock: socket.socket) -> tuple[str, int]:
     if not sys.platform.startswith("linux"):
         raise OriginalDstError("transparent mode needs Linux (SO_ORIGINAL_DST)")
     try:
-        if sock.family == socket.AF_INET6:
+        # A dual-stack listener ([::]) accepts IPv4 clients as ::ffff:a.b.c.d; their conntrack
+        # entry is IPv4, so ask the IPv4 option for those.
+        if sock.family == socket.AF_INET6 and not str(sock.getsockname()[0]).startswith("::ffff:"):
             raw = sock.getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST, SOCKADDR_IN6_SIZE)
         else:
             raw = sock.getsockopt(SOL_IP, SO_ORIGINAL_DST, SOCKADDR_IN_SIZE)

@@ -47,6 +47,16 @@ def make_console(*, no_color: bool = False, file: object = None, force_terminal:
                    highlight=False, soft_wrap=not is_tty)
 
 
+class _Status:
+    __slots__ = ("sink",)
+
+    def __init__(self, sink: ConsoleSink) -> None:
+        self.sink = sink
+
+    def __rich__(self) -> RenderableType:
+        return self.sink._status()  # noqa: SLF001
+
+
 @dataclass(slots=True)
 class _Run:
     count: int = 0
@@ -89,7 +99,9 @@ class ConsoleSink:
     def start(self) -> None:
         """Start the status line (only on a terminal).  Idempotent."""
         if self._use_live and self._live is None:
-            self._live = Live(self._status(), console=self.console, refresh_per_second=4, transient=True,
+            # The status object renders the counters as they are whenever Live draws it (its
+            # refresh thread, or a transcript line printed through live.console).
+            self._live = Live(_Status(self), console=self.console, refresh_per_second=4, transient=True,
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
 
@@ -107,8 +119,6 @@ class ConsoleSink:
         target = self._live.console if self._live is not None else self.console
         for item in items:
             target.print(item)
-        if self._live is not None:
-            self._live.update(self._status())
 
     # -- Sink -------------------------------------------------------------------------------
 
@@ -120,8 +130,6 @@ class ConsoleSink:
         self._conns[info.id] = _ConnView(label=label, info=info)
         if not self.quiet:
             self._print(render.render_connection_opened(label, info.client, info.server, info.target, info.mode))
-        elif self._live is not None:
-            self._live.update(self._status())
 
     def event(self, conn_id: int, seq: int, event: ev.Event | None, findings: Sequence[Finding]) -> None:
         view = self._conns.get(conn_id)
@@ -149,8 +157,6 @@ class ConsoleSink:
                                                quiet=self.quiet or event is None))
         if lines:
             self._print(*lines)
-        elif self._live is not None:
-            self._live.update(self._status())
 
     def _flush_runs(self, view: _ConnView) -> list[RenderableType]:
         out: list[RenderableType] = []

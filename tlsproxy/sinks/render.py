@@ -470,7 +470,7 @@ def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str
     if meaning:
         outcome.append(f" — {meaning}", style="dim")
     body.append(outcome)
-    if diagnosis.gave_up or diagnosis.step:
+    if (diagnosis.gave_up or diagnosis.step) and diagnosis.outcome not in _OK_OUTCOMES:
         who = Text()
         who.append("gave up: ", style="bold")
         who.append(f"{diagnosis.gave_up or 'unknown side'}")

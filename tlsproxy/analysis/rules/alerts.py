@@ -24,7 +24,6 @@ from tlsproxy.wire.registry import (
     alert_description_name,
     alert_meaning,
     cipher_suite_info,
-    cipher_suite_name,
     version_name,
 )
 
@@ -64,12 +63,16 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
     side = t.side(d)
     how = "decrypted with the key log" if a.decrypted else "plaintext"
     if not a.decrypted:
-        before = (f"before the {sender}'s change_cipher_spec" if not t.tls13
-                  else "before the ServerHello" if t.server_hello is None else "outside the encrypted records")
+        if t.tls13 and t.server_hello is not None:
+            before = ("as a plaintext alert record after the ServerHello: its sender had not switched to its "
+                      "handshake keys yet (OpenSSL clients do this when they reject the server's flight)")
+        else:
+            before = (f"before the {sender}'s change_cipher_spec" if t.server_hello is not None and not t.tls13
+                      else "before the ServerHello") + ", when no keys for its records could exist"
         out.append(make_finding(
             "ALERT_NOT_ENCRYPTED_BEFORE_KEYS",
-            f"The {sender} sent {label(a.description)} {before}, when no keys for its records could exist: "
-            f"it is plaintext and decoded as such (bytes {a.raw.hex(' ') or 'none'}).",
+            f"The {sender} sent {label(a.description)} {before}: it is plaintext and decoded as such "
+            f"(bytes {a.raw.hex(' ') or 'none'}).",
             direction=d, seq=seq, at=a.at))
     if a.malformed:
         out.append(make_finding(
@@ -110,6 +113,9 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
             "ALERT_FATAL",
             f"{meaning} Sent by the {sender} ({how}, {level}) {step}{_version_note(t)}. Likely cause: {interp.cause}",
             title=f"{sender} sent fatal alert {label(desc)}", hints=interp.checks, direction=d, seq=seq, at=a.at))
+        if interp.outcome == "version_mismatch":
+            out.append(make_finding("VERSION_MISMATCH", interp.cause, hints=interp.checks, direction=d, seq=seq,
+                                    at=a.at))
     else:
         out.append(make_finding(
             "ALERT_WARNING", f"{meaning} Sent by the {sender} ({how}, {level}) {step}.",
@@ -199,7 +205,8 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
         kind = "encrypted alert" if p.certain_alert else "encrypted record of alert size"
         return [make_finding(
             "ALERT_ENCRYPTED_CLOSE",
-            f"The {sender}'s last record before its close was an {kind} ({p.sizes}) after application data: "
+            f"The {sender}'s last record before its close was an {kind} ({p.sizes}) after "
+            f"{'application data' if p.after_app_data else 'its handshake'}: "
             f"almost surely close_notify, a clean close.",
             direction=d, seq=p.seq, at=p.at)]
     # During the handshake, followed by a close: a failure, inferred.
@@ -318,10 +325,16 @@ def interpret(t: Tracker, d: Direction, desc: int | None, step: str) -> Interpre
             ("Check that the client certificate is issued by a CA the server trusts for client authentication.",
              "Check its validity dates and extended key usage (clientAuth).",
              "Check that the client's private key matches the certificate."))
-    if not by_server and desc in _CERT_ALERTS and server_chain:
-        why = f" What we see in the server's chain: {'; '.join(problems)}." if problems else (
-            " Nothing in the chain looks wrong from here: the client probably does not trust the issuing CA "
-            "(private CA not in its trust store).")
+    hidden_chain = t.tls13 and t.server_hello is not None and not server_chain
+    if not by_server and desc in _CERT_ALERTS and (server_chain or hidden_chain):
+        if hidden_chain:
+            why = (" TLS 1.3 encrypts the server's Certificate, so its problems cannot be listed without a key "
+                   "log; check the certificate's dates, names and issuer.")
+        elif problems:
+            why = f" What we see in the server's chain: {'; '.join(problems)}."
+        else:
+            why = (" Nothing in the chain looks wrong from here: the client probably does not trust the issuing "
+                   "CA (private CA not in its trust store).")
         return Interpretation(
             "server_cert_rejected",
             f"The client rejected the server's certificate chain with {label(desc)}.{why}",

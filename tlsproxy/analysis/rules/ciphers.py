@@ -101,8 +101,8 @@ def on_server_hello(t: Tracker, seq: int, hs: ev.HandshakeMessage, sh: ServerHel
     resumed = None
     if tls13:
         resumed = sh.ext(ext.PRE_SHARED_KEY) is not None
-    elif ch is not None and sh.session_id and sh.session_id == ch.session_id:
-        resumed = True
+    elif ch is not None:
+        resumed = bool(sh.session_id) and sh.session_id == ch.session_id
     t.resumed = resumed
     if resumed:
         how = "a TLS 1.3 pre-shared key" if tls13 else "the session ID"

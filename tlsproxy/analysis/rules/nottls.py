@@ -22,6 +22,14 @@ def describe(e: ev.NotTLS) -> str:
     return f"{e.protocol}{first}"
 
 
+def unambiguous(t: Tracker, e: ev.NotTLS) -> bool:
+    """Report at once, or wait for a STARTTLS-style upgrade (SMTP banner, HTTP CONNECT, SOCKS)?
+    A plain HTTP request, and plaintext from a server after a TLS ClientHello, never upgrade."""
+    if e.direction is Direction.C2S:
+        return e.protocol == "http-request"
+    return t.client_hello is not None or t.sslv2_hello is not None
+
+
 def on_not_tls(t: Tracker, seq: int, e: ev.NotTLS) -> list[Finding]:
     d = e.direction
     if d is Direction.C2S:
