@@ -25,6 +25,7 @@ import resource
 import shutil
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -331,7 +332,8 @@ def run(args: argparse.Namespace) -> Results:
     have_iperf = shutil.which("iperf3") is not None and not args.python_bulk
     print(f"# machine: {platform.machine()} {os.cpu_count()} cores, {platform_cpu()}, Linux {platform.release()}, "
           f"Python {platform.python_version()}, OpenSSL {ssl.OPENSSL_VERSION.split()[1]}")
-    print(f"# bulk via {'iperf3' if have_iperf else 'Python sender/receiver'}, {args.seconds:g} s per run")
+    print(f"# bulk via {'iperf3' if have_iperf else 'Python sender/receiver'}, {args.seconds:g} s per run"
+          + (f", median of {args.rounds} alternating rounds" if "bulk" in args.parts else ""))
 
     if "bulk" in parts:
         if have_iperf:
@@ -343,23 +345,34 @@ def run(args: argparse.Namespace) -> Results:
         else:
             sink = spawn([sys.executable, __file__, "--role", "sink"])
             server_port, stop_server = sink.port, sink.popen
+        procs = {t: start_target(t, server_port) for t in targets}
         try:
-            for target in targets:
-                proc = start_target(target, server_port)
-                port = proc.port if proc else server_port
-                res.bulk[target] = {}
-                cpu0 = proc.cpu_seconds() if proc else 0.0
-                relayed = 0.0
+            # Rounds alternate the targets so that load from elsewhere on the machine hits all of
+            # them alike; each figure is the median over the rounds.
+            runs: dict[str, dict[int, list[float]]] = {t: {n: [] for n in streams} for t in targets}
+            cpu = {t: 0.0 for t in targets}
+            relayed = {t: 0.0 for t in targets}
+            for _ in range(args.rounds):
                 for n in streams:
-                    bps = (bulk_iperf3 if have_iperf else bulk_python)(port, n, args.seconds)
-                    res.bulk[target][n] = bps
-                    relayed += bps / 8 * args.seconds
-                    print(f"bulk      {target:9s} {n} conn: {bps / 1e9:6.2f} Gbit/s", flush=True)
-                if proc:
-                    res.cpu_per_gb[target] = (proc.cpu_seconds() - cpu0) / (relayed / 1e9)
-                    print(f"cpu       {target:9s} {res.cpu_per_gb[target]:.2f} CPU s per GB relayed", flush=True)
-                    proc.stop()
+                    for t in targets:
+                        proc = procs[t]
+                        cpu0 = proc.cpu_seconds() if proc else 0.0
+                        bps = (bulk_iperf3 if have_iperf else bulk_python)(proc.port if proc else server_port, n,
+                                                                          args.seconds)
+                        if proc:
+                            cpu[t] += proc.cpu_seconds() - cpu0
+                        relayed[t] += bps / 8 * args.seconds
+                        runs[t][n].append(bps)
+                        print(f"bulk      {t:9s} {n} conn: {bps / 1e9:6.2f} Gbit/s", flush=True)
+            for t in targets:
+                res.bulk[t] = {n: statistics.median(v) for n, v in runs[t].items()}
+                if procs[t]:
+                    res.cpu_per_gb[t] = cpu[t] / (relayed[t] / 1e9)
+                    print(f"cpu       {t:9s} {res.cpu_per_gb[t]:.2f} CPU s per GB relayed", flush=True)
         finally:
+            for proc in procs.values():
+                if proc:
+                    proc.stop()
             stop_server.terminate()
             stop_server.wait()
 
@@ -467,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated: direct,minimal,tlsproxy")
     p.add_argument("--parts", default="bulk,handshake,concurrency", help="comma-separated parts to run")
     p.add_argument("--seconds", type=float, default=None, help="seconds per bulk run (default 5; quick 2)")
+    p.add_argument("--rounds", type=int, default=None, help="bulk rounds, median reported (default 3; quick 1)")
     p.add_argument("--streams", default="1,8", help="parallel connections for bulk runs")
     p.add_argument("--handshakes", type=int, default=None, help="handshakes per version (default 1000; quick 200)")
     p.add_argument("--concurrent", type=int, default=None, help="concurrent TLS connections (default 9900; quick 1000)")
@@ -487,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _sink_server()
         return 0
-    args.seconds = args.seconds or (2.0 if args.quick else 5.0)
+    args.seconds = args.seconds or (2.0 if args.quick else 4.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.handshakes = args.handshakes or (200 if args.quick else 1000)
     args.concurrent = args.concurrent or (1000 if args.quick else 9900)
     res = run(args)

@@ -10,13 +10,13 @@ the parser or the analyzer is contained: it becomes a finding on that connection
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding, Severity
 from tlsproxy.analysis.tracker import AnalysisOptions, Tracker
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo, ConnectionReport, RunInfo, Sink
-from tlsproxy.wire.connection import TLSConnection
+from tlsproxy.wire.connection import Decryptor, TLSConnection
 from tlsproxy.wire.events import Direction, Event
 
 __all__ = ["ConnectionEnd", "ConnectionInfo", "ConnectionReport", "Pipeline", "RunInfo", "Sink"]
@@ -36,10 +36,13 @@ class Pipeline:
     """Routes each connection's bytes through its own parser and tracker, then to the sinks."""
 
     def __init__(self, sinks: Sequence[Sink], options: AnalysisOptions | None = None,
-                 decryptor_factory: object | None = None) -> None:
+                 decryptor_factory: Callable[[], Decryptor | None] | None = None, *, show_data: int = 0) -> None:
+        """``decryptor_factory`` makes each connection's key-log decryptor (or ``None``);
+        ``show_data`` asks for the first N bytes of decrypted application data (screen only)."""
         self.sinks = list(sinks)
         self.options = options or AnalysisOptions()
         self.decryptor_factory = decryptor_factory
+        self.show_data = show_data
         self._conns: dict[int, _Conn] = {}
         self.reports_count = 0
         self.worst: Severity | None = None
@@ -55,8 +58,8 @@ class Pipeline:
             sink.run_finished(run, ended)
 
     def open(self, info: ConnectionInfo) -> None:
-        decryptor = self.decryptor_factory() if callable(self.decryptor_factory) else None
-        wire = TLSConnection(decryptor=decryptor)  # type: ignore[arg-type]
+        decryptor = self.decryptor_factory() if self.decryptor_factory is not None else None
+        wire = TLSConnection(decryptor=decryptor, show_data=self.show_data if decryptor is not None else 0)
         tracker = Tracker(self.options, wall_start=info.wall_start, started=info.started)
         self._conns[info.id] = _Conn(info=info, wire=wire, tracker=tracker)
         for sink in self.sinks:

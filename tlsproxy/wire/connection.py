@@ -113,9 +113,13 @@ class ConnectionState:
 class TLSConnection:
     """The sans-IO wire view of one connection: feed bytes of either direction, get events."""
 
-    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, decryptor: Decryptor | None = None) -> None:
+    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, decryptor: Decryptor | None = None,
+                 show_data: int = 0) -> None:
+        """``show_data``: emit the first N bytes of each decrypted application-data record as a
+        :class:`~tlsproxy.wire.events.DecryptedData` event (0: never)."""
         self.state = ConnectionState()
         self.decryptor = decryptor
+        self.show_data = show_data
         self._client_flight_started = False
         self._held: dict[Direction, deque[tuple[RawRecord, float]]] = {d: deque() for d in Direction}
         self._held_bytes = {d: 0 for d in Direction}
@@ -203,7 +207,10 @@ class TLSConnection:
 
     def _want_payload(self, direction: Direction, ctype: int) -> bool:
         if self._is_protected(direction, ctype):
-            return self.decryptor is not None or self._null_mac_length() is not None
+            # Handshake-phase ciphertext is kept (a few records) so that a saved session can be
+            # decrypted later with a key log; application-phase ciphertext never is.
+            return (self.decryptor is not None or self._null_mac_length() is not None
+                    or self._phase(direction, ctype) == "handshake")
         return ctype != ContentType.application_data
 
     def _null_mac_length(self) -> int | None:
@@ -246,7 +253,8 @@ class TLSConnection:
             if not tls13:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
                 self._infer_finished(direction, ctype)
             out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
-                                 version=rec.version, length=rec.length, encrypted=True, phase=phase))
+                                 version=rec.version, length=rec.length, encrypted=True, phase=phase,
+                                 payload=rec.payload if phase == "handshake" else None))
             return
         out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
                              version=rec.version, length=rec.length, payload=rec.payload))
@@ -300,6 +308,9 @@ class TLSConnection:
             self._on_ccs(direction, side, plaintext, offset, at, out)
         elif inner_type == ContentType.heartbeat:
             out.append(_heartbeat(direction, plaintext, offset, at))
+        elif inner_type == ContentType.application_data and self.show_data:
+            out.append(ev.DecryptedData(direction=direction, offset=offset, at=at, length=len(plaintext),
+                                        preview=bytes(plaintext[: self.show_data])))
 
     def _on_null_cipher(self, direction: Direction, side: _Side, rec: RawRecord, mac_length: int, at: float,
                         out: list[ev.Event]) -> None:

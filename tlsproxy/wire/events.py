@@ -67,8 +67,10 @@ class Record(Event):
     """One TLS record, emitted for every record before the events decoded from its content.
 
     ``payload`` holds the plaintext fragment for records the core decodes (handshake, alert,
-    change_cipher_spec, heartbeat, unknown types) and is ``None`` for application data and for
-    encrypted records, so the hot path never copies bulk data.
+    change_cipher_spec, heartbeat, unknown types) and, for protected records of the handshake
+    phase, their ciphertext (so that a saved session can be decrypted later with a key log).  It is
+    ``None`` for application data and application-phase ciphertext, so the hot path never copies
+    bulk data.
 
     ``encrypted`` is true when the record is protected (TLS <= 1.2 after its direction's
     change_cipher_spec; TLS 1.3 application_data-typed records after the ServerHello; 0-RTT data).
@@ -194,6 +196,16 @@ class DecryptionFailed(Event):
     content_type: int
     length: int
     reason: str
+
+
+@dataclass(**_EV)
+class DecryptedData(Event):
+    """The first bytes of a decrypted application-data record, emitted only when the connection
+    was asked to show them (``--show-data N``).  For the screen only: sinks that keep sessions
+    must not store it (application data is never saved)."""
+
+    length: int
+    preview: bytes
 
 
 @dataclass(**_EV)
