@@ -9,8 +9,10 @@ per second with the latency the relay adds (p50/p99), and the resident memory pe
 with many concurrent TLS connections held open (all checked to still work at the end).
 
 "minimal" is a relay written here with nothing but asyncio Protocols and pause/resume_reading:
-the ceiling for pure-Python asyncio on this machine.  tlsproxy runs as ``python -m tlsproxy.relay``
-with a no-op observer.  Each relay is its own process so its CPU time and memory are its own.
+the ceiling for pure-Python asyncio on this machine.  "tlsproxy" is the relay alone
+(``python -m tlsproxy.relay`` with a no-op observer); "tlsproxy-full" is the whole tool as a user
+runs it (``tlsproxy run -q``: parsing, analysis, the quiet transcript).  Each relay is its own
+process so its CPU time and memory are its own.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = ("direct", "minimal", "tlsproxy")
+TARGETS = ("direct", "minimal", "tlsproxy", "tlsproxy-full")
 
 
 # -- roles run as subprocesses ------------------------------------------------------------------------
@@ -198,6 +200,10 @@ def start_target(target: str, upstream_port: int) -> Proc | None:
         return None
     if target == "minimal":
         return spawn([sys.executable, __file__, "--role", "minimal-relay", "--upstream-port", str(upstream_port)])
+    if target == "tlsproxy-full":
+        # The whole tool as a user runs it: parsing, analysis and the quiet transcript (to /dev/null).
+        return spawn([sys.executable, "-m", "tlsproxy", "run", "-q", "--no-color", "--listen", "127.0.0.1:0",
+                      "--upstream", f"127.0.0.1:{upstream_port}", "--idle-timeout", "0"])
     return spawn([sys.executable, "-m", "tlsproxy.relay", "--listen", "127.0.0.1:0", "--upstream",
                   f"127.0.0.1:{upstream_port}", "--no-observer", "--idle-timeout", "0"])
 
@@ -423,25 +429,29 @@ def run(args: argparse.Namespace) -> Results:
 
 
 def summary(res: Results, targets: list[str]) -> None:
-    print("\n# summary (tlsproxy relative to the minimal Protocol relay)")
-    if "minimal" in res.bulk and "tlsproxy" in res.bulk:
-        for n, bps in res.bulk["tlsproxy"].items():
-            print(f"bulk {n} conn: tlsproxy {bps / 1e9:.2f} Gbit/s = {100 * bps / res.bulk['minimal'][n]:.0f}% "
-                  f"of minimal ({res.bulk['minimal'][n] / 1e9:.2f}); direct "
-                  f"{res.bulk.get('direct', {}).get(n, 0) / 1e9:.2f}")
+    print("\n# summary (relative to the minimal Protocol relay)")
+    ours = [t for t in ("tlsproxy", "tlsproxy-full") if t in targets]
+    for t in ours:
+        if "minimal" in res.bulk and t in res.bulk:
+            for n, bps in res.bulk[t].items():
+                print(f"bulk {n} conn: {t} {bps / 1e9:.2f} Gbit/s = {100 * bps / res.bulk['minimal'][n]:.0f}% "
+                      f"of minimal ({res.bulk['minimal'][n] / 1e9:.2f}); direct "
+                      f"{res.bulk.get('direct', {}).get(n, 0) / 1e9:.2f}")
     if res.cpu_per_gb:
         print("CPU s/GB: " + ", ".join(f"{t} {v:.2f}" for t, v in res.cpu_per_gb.items()))
-    if "tlsproxy" in res.hs_rate:
+    for t in ours:
+        if t not in res.hs_rate:
+            continue
         for v in ("1.2", "1.3"):
             base = res.hs_lat.get("direct", {}).get(v)
-            line = f"TLS {v} handshakes: tlsproxy {res.hs_rate['tlsproxy'][v]:.0f}/s"
+            line = f"TLS {v} handshakes: {t} {res.hs_rate[t][v]:.0f}/s"
             if "minimal" in res.hs_rate:
-                line += f" = {100 * res.hs_rate['tlsproxy'][v] / res.hs_rate['minimal'][v]:.0f}% of minimal"
+                line += f" = {100 * res.hs_rate[t][v] / res.hs_rate['minimal'][v]:.0f}% of minimal"
             if base:
-                for t in ("minimal", "tlsproxy"):
-                    if t in res.hs_lat:
-                        lat = res.hs_lat[t][v]
-                        line += (f"; {t} adds p50 {(pct(lat, 50) - pct(base, 50)) * 1e3:.3f} ms,"
+                for who in ("minimal", t):
+                    if who in res.hs_lat:
+                        lat = res.hs_lat[who][v]
+                        line += (f"; {who} adds p50 {(pct(lat, 50) - pct(base, 50)) * 1e3:.3f} ms,"
                                  f" p99 {(pct(lat, 99) - pct(base, 99)) * 1e3:.3f} ms")
             print(line)
     for t, r in res.conc.items():

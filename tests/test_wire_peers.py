@@ -260,3 +260,16 @@ def test_event_offsets_point_at_the_record(pki):
         assert int.from_bytes(data[rec.offset + 3 : rec.offset + 5], "big") == rec.length
     for msg in of_type(events, ev.HandshakeMessage):
         assert msg.raw in streams[msg.direction][msg.offset:]
+
+
+def test_tls13_upload_without_server_answer_leaves_the_handshake_phase(pki):
+    """A client that only uploads after its Finished (no tickets, the server silent) is not kept
+    in the handshake phase forever, and its ciphertext is not copied record after record."""
+    client, server = contexts(pki, version=TLS13)
+    server.num_tickets = 0
+    session = run_session(client, server, client_data=[b"u" * 16000] * 6, server_data=[], close=False)
+    events = feed_all(session.chunks, eof=False)
+    c2s = [e for e in of_type(events, ev.Record) if e.direction is Direction.C2S and e.encrypted]
+    assert len(c2s) >= 7
+    assert c2s[0].phase == "handshake" and all(e.phase == "application" for e in c2s[3:])
+    assert all(e.payload is None for e in c2s if e.phase == "application")

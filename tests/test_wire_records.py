@@ -134,7 +134,9 @@ def test_short_stream_at_eof_is_reported():
     conn = TLSConnection()
     assert conn.feed(Direction.C2S, b"\x16\x03", at=0.0) == []
     events = conn.feed(Direction.C2S, b"", at=1.0)
-    assert of_type(events, ev.DecodeError) and of_type(events, ev.EndOfStream)[0].offset == 0
+    (err,) = of_type(events, ev.DecodeError)
+    assert err.offset == 0 and "inside a record" in err.reason
+    assert of_type(events, ev.EndOfStream)[0].offset == 2  # the stream's length
 
 
 def test_eof_inside_a_record(session12):
@@ -199,3 +201,42 @@ def test_peek_server_name_waits_for_the_whole_hello(session12):
 
 def test_messages_helper_sanity(session12):
     assert isinstance(messages(feed_all(session12.chunks))[0], ClientHello)
+
+
+def test_eof_right_after_a_record_header_is_a_truncated_record(session12):
+    hello = _client_hello_bytes(session12)
+    events = feed_all([(Direction.C2S, hello + hello[:5])])
+    (err,) = [e for e in of_type(events, ev.DecodeError) if e.direction is Direction.C2S]
+    assert err.offset == len(hello) and "5 bytes" in err.reason
+
+
+def test_not_tls_verdict_does_not_depend_on_the_split():
+    banner = b"220 ftp.example.com FTP server ready\r\n"
+    whole = feed_all([(Direction.S2C, banner)])
+    bytewise_events = feed_all([(Direction.S2C, banner[i : i + 1]) for i in range(len(banner))])
+    assert whole == bytewise_events
+    (nt,) = of_type(whole, ev.NotTLS)
+    assert nt.protocol == "ftp" and nt.first_line == "220 ftp.example.com FTP server ready"
+
+
+def test_short_plaintext_is_named_at_eof():
+    events = feed_all([(Direction.S2C, b"nope")])
+    (nt,) = of_type(events, ev.NotTLS)
+    assert nt.first_bytes == b"nope" and nt.offset == 0
+
+
+def test_prologue_watch_is_bounded_across_many_reads(session12):
+    from tlsproxy.wire.records import MAX_PROLOGUE
+
+    conn = TLSConnection()
+    line = b"250-a line of a very long SMTP dialogue\r\n"
+    events = conn.feed(Direction.C2S, b"EHLO client\r\n", at=0.0)
+    sent = 0
+    while sent <= MAX_PROLOGUE + len(line):
+        events += conn.feed(Direction.C2S, line, at=0.0)
+        sent += len(line)
+    stopped = of_type(events, ev.ParsingStopped)
+    assert stopped and "plaintext" in stopped[0].reason
+    # A hello after that point is no longer taken for a STARTTLS switch.
+    late = conn.feed(Direction.C2S, _client_hello_bytes(session12), at=0.0)
+    assert not of_type(late, ev.StartTLS) and not of_type(late, ev.HandshakeMessage)

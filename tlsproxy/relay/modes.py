@@ -112,10 +112,14 @@ class SniMode(Mode):
     def __init__(self, upstream_port: int) -> None:
         self._port = upstream_port
         self._buf = bytearray()
+        self._needed = 0  # peek again only once this much is buffered (no quadratic re-parsing)
 
     def feed(self, data: bytes) -> Step:
         self._buf += data
+        if len(self._buf) < self._needed and len(self._buf) <= MAX_PEEK:
+            return NeedMore()
         result = peek_server_name(bytes(self._buf))
+        self._needed = result.needed
         if result.status == "need_more":
             if len(self._buf) > MAX_PEEK:  # peek says so itself; belt and braces for the bound
                 return Reject(reason=f"no complete ClientHello in the first {MAX_PEEK} bytes", reset=True)

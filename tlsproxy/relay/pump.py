@@ -20,6 +20,7 @@ reset.  What ended the connection is recorded once, by the first cause.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import socket
@@ -70,10 +71,24 @@ def _hostport(addr: object) -> tuple[str, int]:
     return (str(addr), 0)
 
 
+def _same_endpoint(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    """Address equality that sees through IPv4-mapped IPv6 (a dual-stack listener reports
+    ``::ffff:127.0.0.1`` where SO_ORIGINAL_DST says ``127.0.0.1``)."""
+    if a[1] != b[1]:
+        return False
+    try:
+        x, y = ipaddress.ip_address(a[0].split("%")[0]), ipaddress.ip_address(b[0].split("%")[0])
+    except ValueError:
+        return a[0] == b[0]
+    x = x.ipv4_mapped or x if isinstance(x, ipaddress.IPv6Address) else x
+    y = y.ipv4_mapped or y if isinstance(y, ipaddress.IPv6Address) else y
+    return x == y
+
+
 class _Side(asyncio.Protocol):
     """One socket of the pair.  ``direction`` is the direction of the bytes it *receives*."""
 
-    __slots__ = ("conn", "direction", "transport", "out", "peer", "nbytes", "eof", "lost", "who")
+    __slots__ = ("conn", "direction", "transport", "out", "peer", "nbytes", "eof", "lost", "who", "write_paused")
 
     def __init__(self, conn: RelayConnection, direction: Direction) -> None:
         self.conn = conn
@@ -85,6 +100,7 @@ class _Side(asyncio.Protocol):
         self.nbytes = 0
         self.eof = False
         self.lost = False
+        self.write_paused = False  # our write buffer is past the high-water mark
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -118,11 +134,13 @@ class _Side(asyncio.Protocol):
     # A side that sent EOF is no longer read (asyncio removed its reader); pausing and resuming it
     # would start reading it again and report the EOF twice, so leave it alone.
     def pause_writing(self) -> None:
+        self.write_paused = True
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer.eof:
             peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer.eof and self.conn.state == RELAYING:
             peer.transport.resume_reading()
@@ -249,7 +267,7 @@ class RelayConnection:
             except (OriginalDstError, ValueError) as exc:
                 self._reject(Reject(reason=f"no original destination (not a redirected connection?): {exc}", reset=True))
                 return
-            if dst == local:
+            if _same_endpoint(dst, local):
                 self._reject(Reject(
                     reason=f"connection was not redirected: its destination {format_hostport(*dst)} is the proxy itself",
                     reset=True,
@@ -415,7 +433,11 @@ class RelayConnection:
                     observer.data(self.id, _C2S, data, time.monotonic())
                 except Exception as exc:
                     self._observer_failed("data", exc)
-        client_t.resume_reading()
+        # Writing what the client sent while we connected may already have filled the upstream's
+        # buffer; asyncio reports that only once, so resuming now would lose the backpressure.
+        # ``resume_writing`` resumes the client when the upstream drains.
+        if not self.upstream.write_paused:
+            client_t.resume_reading()
 
     def _reject(self, step: Reject, *, how: str = "refused", by: str = "proxy") -> None:
         self._record(how, by, step.reason)

@@ -46,6 +46,15 @@ TLS1_3 = 0x0304
 _EARLY_DATA_EXT = 42
 _ENCRYPT_THEN_MAC_EXT = 22
 
+# Ciphertext of handshake-phase records kept per direction (for decrypting a saved session
+# later): a server's whole encrypted flight with a long chain fits; an upload that the phase
+# heuristic cannot tell from a flight does not get copied record after record.
+MAX_KEPT_CIPHERTEXT = 64 * 1024
+
+# Protected records a TLS 1.3 client sends for its handshake flight at most (Certificate,
+# CertificateVerify, Finished), when each is in a record of its own.
+CLIENT_FLIGHT_RECORDS = 3
+
 # MAC sizes of the TLS <= 1.2 NULL-cipher suites, by the MAC named in the suite.
 _MAC_LENGTHS = {"MD5": 16, "SHA": 20, "SHA256": 32, "SHA384": 48}
 
@@ -125,6 +134,8 @@ class TLSConnection:
         self._held_bytes = {d: 0 for d in Direction}
         self._keylog_version = -1
         self._unsupported_said: set[Direction] = set()
+        self._kept_ciphertext = {d: 0 for d in Direction}
+        self._client_records_after_hello = 0
         self._sides = {
             Direction.C2S: self._make_side(Direction.C2S, max_message_size),
             Direction.S2C: self._make_side(Direction.S2C, max_message_size),
@@ -210,7 +221,8 @@ class TLSConnection:
             # Handshake-phase ciphertext is kept (a few records) so that a saved session can be
             # decrypted later with a key log; application-phase ciphertext never is.
             return (self.decryptor is not None or self._null_mac_length() is not None
-                    or self._phase(direction, ctype) == "handshake")
+                    or (self._phase(direction, ctype) == "handshake"
+                        and self._kept_ciphertext[direction] < MAX_KEPT_CIPHERTEXT))
         return ctype != ContentType.application_data
 
     def _null_mac_length(self) -> int | None:
@@ -252,9 +264,12 @@ class TLSConnection:
             phase = self._phase(direction, ctype)
             if not tls13:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
                 self._infer_finished(direction, ctype)
+            kept = rec.payload if phase == "handshake" else None
+            if kept is not None:
+                self._kept_ciphertext[direction] += len(kept)
             out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
                                  version=rec.version, length=rec.length, encrypted=True, phase=phase,
-                                 payload=rec.payload if phase == "handshake" else None))
+                                 payload=kept))
             return
         out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
                              version=rec.version, length=rec.length, payload=rec.payload))
@@ -377,6 +392,11 @@ class TLSConnection:
             if direction is Direction.C2S:
                 peer.finished = True
                 self._client_flight_started = True
+                # The client's flight is Certificate, CertificateVerify, Finished at most: a
+                # fourth protected record is application data even if the server stays silent.
+                self._client_records_after_hello += 1
+                if self._client_records_after_hello > CLIENT_FLIGHT_RECORDS:
+                    side.finished = True
             elif self._client_flight_started:
                 peer.finished = True
         elif ctype == ContentType.handshake:
@@ -533,14 +553,16 @@ class TLSConnection:
     def _flush_at_eof(self, direction: Direction, side: _Side, at: float) -> list[ev.Event]:
         out: list[ev.Event] = []
         layer = side.records
+        for item in layer.flush_undecided():
+            self._on_notice(direction, item, at, out)  # type: ignore[arg-type]
         if layer.mode == "detect" and layer.buffered:
             # Fewer bytes than it takes to tell what the stream is.
             head = bytes(layer._buf)  # noqa: SLF001 - the layer's own sniff buffer
             out.append(ev.DecodeError(direction=direction, offset=layer.offset, at=at, where="record",
                                       reason=f"stream ended after {len(head)} bytes ({head.hex(' ')})"))
-        elif layer.buffered and layer.mode == TLS:
-            out.append(ev.DecodeError(direction=direction, offset=layer.offset, at=at, where="record",
-                                      reason=f"stream ended inside a record ({layer.buffered} bytes buffered)"))
+        elif layer.buffered and layer.mode in (TLS, SSLV2):
+            out.append(ev.DecodeError(direction=direction, offset=layer.offset - layer.buffered, at=at, where="record",
+                                      reason=f"stream ended inside a record ({layer.buffered} bytes of it seen)"))
         if side.handshake.pending and not side.handshake_stopped:
             out.append(ev.DecodeError(direction=direction, offset=layer.offset, at=at, where="handshake",
                                       reason=f"stream ended inside a handshake message "

@@ -21,12 +21,14 @@ class PeekResult:
     status: str  # "need_more" | "ok" | "not_tls" | "error"
     server_name: str | None = None
     reason: str | None = None
+    needed: int = 0  # with need_more: no answer can change before this many bytes are buffered
 
 
-def _handshake_prefix(data: bytes) -> tuple[bytes, bool]:
+def _handshake_prefix(data: bytes) -> tuple[bytes, bool, int]:
     """Concatenate handshake-record payloads from the start of ``data``.
 
-    Returns the handshake bytes seen so far and whether a non-handshake record interrupted them.
+    Returns the handshake bytes seen so far, whether a non-handshake record interrupted them, and
+    where the record being read ends (the next point at which more can be known).
     """
     out = bytearray()
     pos = 0
@@ -34,34 +36,34 @@ def _handshake_prefix(data: bytes) -> tuple[bytes, bool]:
         ctype = data[pos]
         length = (data[pos + 3] << 8) | data[pos + 4]
         if ctype != 22:
-            return bytes(out), True
+            return bytes(out), True, pos
         out += data[pos + 5 : pos + 5 + length]
         if pos + 5 + length > len(data):
-            break
+            return bytes(out), False, pos + 5 + length
         pos += 5 + length
-    return bytes(out), False
+    return bytes(out), False, pos + 5
 
 
 def peek_server_name(data: bytes) -> PeekResult:
     """Look for a complete ClientHello at the start of ``data`` and return its host_name."""
     if not data:
-        return PeekResult(status="need_more")
+        return PeekResult(status="need_more", needed=1)
     if data[0] != 22:
         return PeekResult(status="not_tls", reason=f"first byte 0x{data[0]:02x} is not a TLS handshake record")
     if len(data) >= 2 and data[1] != 3:
         return PeekResult(status="not_tls", reason=f"record version major byte 0x{data[1]:02x} is not 3")
-    hs, interrupted = _handshake_prefix(data)
+    hs, interrupted, record_end = _handshake_prefix(data)
     if len(hs) < 4:
         if interrupted or len(data) > MAX_PEEK:
             return PeekResult(status="error", reason="no ClientHello before other records")
-        return PeekResult(status="need_more")
+        return PeekResult(status="need_more", needed=record_end)
     if hs[0] != 1:
         return PeekResult(status="error", reason=f"first handshake message has type {hs[0]}, not client_hello")
     body_len = int.from_bytes(hs[1:4], "big")
     if len(hs) < 4 + body_len:
         if interrupted or len(data) > MAX_PEEK:
             return PeekResult(status="error", reason="ClientHello incomplete or too large")
-        return PeekResult(status="need_more")
+        return PeekResult(status="need_more", needed=record_end)
     try:
         return PeekResult(status="ok", server_name=_server_name(Reader(hs, 4, 4 + body_len)))
     except WireError as exc:

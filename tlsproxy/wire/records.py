@@ -75,10 +75,14 @@ class RecordLayer:
         self._skip = 0  # payload bytes still to skip for the pending record
         self._pending: RawRecord | None = None
         self._prologue_protocol = ""
+        self._prologue_start = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) + (self._pending.length - self._skip if self._pending and self._skip else 0)
+        """Bytes of an incomplete record (header included) or of undecided stream start."""
+        if self._pending is not None:
+            return self.offset - self._pending.offset
+        return len(self._buf)
 
     def stop(self) -> None:
         self.mode = "stopped"
@@ -158,7 +162,7 @@ class RecordLayer:
                 take = min(SNIFF_BYTES - len(self._buf), n - pos)
                 self._buf += mv[pos : pos + take]
                 pos += take
-                if len(self._buf) < 6 and pos >= n:
+                if pos >= n and not self._can_decide():
                     return  # wait for enough bytes to tell
                 head = bytes(self._buf)
                 self._buf.clear()
@@ -219,6 +223,27 @@ class RecordLayer:
         yield LayerNotice(kind="stopped", offset=offset, text=f"record layer lost sync: {problem}")
         self.stop()
 
+    def _can_decide(self) -> bool:
+        """TLS and SSL 2.0 show in the first bytes; anything else is named from its first line
+        (or first ``SNIFF_BYTES``), so that the verdict does not depend on how bytes were split."""
+        buf = self._buf
+        if len(buf) >= SNIFF_BYTES or b"\n" in buf:
+            return True
+        if len(buf) >= 2 and 20 <= buf[0] <= 26 and buf[1] == 3:
+            return True
+        return len(buf) >= 6 and _looks_sslv2(bytes(buf), self.hello_type)
+
+    def flush_undecided(self) -> Iterator[Item]:
+        """End of stream while still undecided: name what there is."""
+        if self.mode != "detect" or not self._buf:
+            return
+        head = bytes(self._buf)
+        if 20 <= head[0] <= 26 and (len(head) < 2 or head[1] == 3):
+            return  # a TLS record cut short: the caller reports the truncation
+        self._buf.clear()
+        yield from self._detect(head)
+        self.offset += len(head)
+
     def _detect(self, head: bytes) -> Iterator[Item]:
         b0 = head[0]
         if 20 <= b0 <= 26 and len(head) >= 2 and head[1] == 3:
@@ -238,28 +263,32 @@ class RecordLayer:
         if protocol in sniff.UPGRADABLE or protocol == "text":
             self.mode = "prologue"
             self._prologue_protocol = protocol
+            self._prologue_start = self.offset
         else:
             self.mode = "stopped"
             yield LayerNotice(kind="stopped", offset=self.offset, text=f"not TLS ({protocol})")
 
     def _prologue_step(self, chunk: bytes) -> Iterator[Item]:
-        """Watch plaintext for the first TLS hello; everything before it is prologue."""
-        searched_from = max(0, len(self._buf) - 5)
+        """Watch plaintext for the first TLS hello; everything before it is prologue.
+
+        Only a 6-byte tail is kept between chunks: enough for a hello header split across reads
+        plus the byte before it (the line-boundary check).  The stream started with plaintext,
+        so a hello can never be at position 0 of the watched bytes: the search starts at 1.
+        """
+        searched_from = max(1, len(self._buf) - 5)
         self._buf += chunk
         line_based = not self._prologue_protocol.startswith("socks")
         found = sniff.find_tls_start(bytes(self._buf), searched_from, self.hello_type, line_based)
         if found < 0:
-            if len(self._buf) > MAX_PROLOGUE:
-                self.offset += len(self._buf)
+            keep = bytes(self._buf[-6:])
+            self.offset += len(self._buf) - len(keep)
+            self._buf[:] = keep
+            if self.offset - self._prologue_start > MAX_PROLOGUE:
+                self.offset += len(keep)
                 self._buf.clear()
                 self.mode = "stopped"
                 yield LayerNotice(kind="stopped", offset=self.offset,
                                   text=f"no TLS within {MAX_PROLOGUE} bytes of plaintext")
-            else:
-                # Keep only a small tail: the prologue itself is not needed, only the boundary.
-                keep = bytes(self._buf[-5:])
-                self.offset += len(self._buf) - len(keep)
-                self._buf[:] = keep
             return
         self.offset += found
         del self._buf[:found]
