@@ -80,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="relay and annotate connections (default)",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
     add_run_arguments(run)
+    _add_show_data(run)
     analyze = sub.add_parser("analyze", parents=[common], help="diagnose the TLS connections in captures",
                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
     analyze.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng capture")
     analyze.add_argument("--all-connections", action="store_true",
                          help="also analyse TCP connections that do not look like TLS")
+    _add_show_data(analyze)
     replay = sub.add_parser("replay", parents=[common], help="re-analyse a saved session",
                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
     replay.add_argument("file", metavar="FILE", help="session JSON (or the journal of a killed run)")
@@ -100,6 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("name", nargs="?", default=None, help="scenario (default mtls-missing-cert; see --list)")
     demo.add_argument("--list", action="store_true", help="list the scenarios")
     return parser
+
+
+def _add_show_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--show-data", type=_non_negative, default=0, metavar="N",
+                        help="with a key log: print the first N bytes of each decrypted application data record "
+                             "(escaped; on screen only, never in the session file)")
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def show_data(ns: argparse.Namespace, keylog: Any) -> int:
+    """``--show-data N``, which needs something to decrypt with."""
+    n = getattr(ns, "show_data", 0) or 0
+    if n and keylog is None and getattr(ns, "command", "") == "run":
+        print("tlsproxy: note: --show-data needs a key log (--keylog or SSLKEYLOGFILE); nothing will be shown",
+              file=sys.stderr)
+    return n
 
 
 def _normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -265,7 +292,8 @@ async def cmd_run(ns: argparse.Namespace) -> int:
     run = _run_info("run", ns, listeners=listeners)
     keylog = open_keylog(ns, follow=True)
     pipeline = Pipeline(outputs.sinks, options,
-                        decryptor_factory=decryptor_factory(keylog.keylog if keylog else None, always=True))
+                        decryptor_factory=decryptor_factory(keylog.keylog if keylog else None, always=True),
+                        show_data=show_data(ns, keylog))
     pipeline.run_started(run)
     observer = PipelineObserver(pipeline, keylog=keylog)
     ticker = asyncio.create_task(_tick(observer))
@@ -308,7 +336,8 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
     keylog_file = open_keylog(ns, follow=False)
     # Always a key log: a pcapng may carry its own secrets (Decryption Secrets Blocks).
     keylog = keylog_file.keylog if keylog_file is not None else KeyLog()
-    pipeline = Pipeline(outputs.sinks, options, decryptor_factory=decryptor_factory(keylog, always=False))
+    pipeline = Pipeline(outputs.sinks, options, decryptor_factory=decryptor_factory(keylog, always=False),
+                        show_data=show_data(ns, keylog))
     pipeline.run_started(run)
     failed = False
     try:
@@ -332,7 +361,7 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
 async def cmd_replay(ns: argparse.Namespace) -> int:
     from tlsproxy.pipeline import Pipeline
     from tlsproxy.redact import redact_document
-    from tlsproxy.replay import FilterSink, replay_document
+    from tlsproxy.replay import FilterSink, replay_document, stored_decryptor_factory
     from tlsproxy.sinks.sessionjson import SessionFileError, SessionJsonSink, create_exclusive, dump_document, \
         load_session
 
@@ -345,6 +374,7 @@ async def cmd_replay(ns: argparse.Namespace) -> int:
     if ns.redact and ns.save and Path(ns.save).exists():
         raise CliError(f"{ns.save} already exists; choose another file name (it is never overwritten)", EXIT_INPUT)
     options = analysis_options(ns)
+    keylog = open_keylog(ns, follow=False)
     json_to_stdout = ns.json
     if ns.redact:
         ns.json = False  # the transcript still shows; the redacted copy goes where asked
@@ -356,7 +386,8 @@ async def cmd_replay(ns: argparse.Namespace) -> int:
     await outputs.start()
     sinks = list(outputs.sinks) + ([memory] if memory is not None else [])
     run = _run_info("replay", ns, source=str(ns.file), listeners=tuple(doc.get("listeners") or ()))
-    pipeline = Pipeline([FilterSink(sinks, only_failures=ns.only_failures)], options)
+    pipeline = Pipeline([FilterSink(sinks, only_failures=ns.only_failures)], options,
+                        decryptor_factory=stored_decryptor_factory(keylog.keylog if keylog else None))
     selected = set(ns.connection) if ns.connection else None
     try:
         stats = replay_document(doc, pipeline, run=run, connections=selected)

@@ -19,7 +19,7 @@ from typing import Any
 __all__ = ["Pseudonyms", "redact_document"]
 
 # Keys whose values are raw bytes (or identify them); dropped outright.
-_DROP_KEYS = frozenset({"payload", "random", "session_id", "challenge", "first_line", "first_bytes"})
+_DROP_KEYS = frozenset({"payload", "ciphertext", "random", "session_id", "challenge", "first_line", "first_bytes"})
 
 
 class Pseudonyms:

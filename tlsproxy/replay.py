@@ -1,25 +1,33 @@
 """Saved sessions as a front end: re-run the analysis on the stored handshake bytes.
 
 Each connection's two byte streams are rebuilt from its stored records: the 5-byte header plus
-the stored plaintext payload, or zero bytes where nothing was stored (application data and
-encrypted records never are).  The streams go through a fresh :class:`Pipeline`, so the current
-rules judge old sessions.  A session without bytes (a redacted copy) cannot be re-analysed; its
-stored findings and diagnoses are shown as they are.
+the stored plaintext payload, the stored ciphertext of a handshake-phase protected record, or zero
+bytes where nothing was stored (application data never is).  The streams go through a fresh
+:class:`Pipeline`, so the current rules judge old sessions.  A session without bytes (a redacted
+copy) cannot be re-analysed; its stored findings and diagnoses are shown as they are.
+
+With a key log (``replay --keylog``) the stored ciphertext is decrypted as it would have been
+live: a session saved without keys is diagnosed exactly later.  Records rebuilt as zeros have no
+ciphertext to open; :class:`StoredSessionDecryptor` steps over them (keeping the sequence numbers
+right) and says so once, instead of reporting each as a record that failed to authenticate.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding, Severity
 from tlsproxy.pipeline import ConnectionEnd, ConnectionInfo, ConnectionReport, Pipeline, RunInfo, Sink
+from tlsproxy.wire.decrypt import ConnectionDecryptor, DecryptResult
 from tlsproxy.wire.events import ContentType, Direction, Event
+from tlsproxy.wire.keylog import KeyLog
 
-__all__ = ["FilterSink", "ReplayStats", "can_reanalyse", "rebuild", "replay_document"]
+__all__ = ["FilterSink", "ReplayStats", "StoredSessionDecryptor", "can_reanalyse", "rebuild", "replay_document",
+           "stored_decryptor_factory"]
 
 # Content types whose plaintext the session stores; without it (redaction) the bytes are gone.
 _STORED_TYPES = frozenset({ContentType.handshake, ContentType.alert, ContentType.change_cipher_spec,
@@ -73,7 +81,8 @@ def rebuild(conn: dict[str, Any]) -> Iterator[Action]:
         t = float(e.get("t", 0.0))
         if kind == "record":
             length = int(e["length"])
-            body = base64.b64decode(e["payload"]) if "payload" in e else bytes(length)
+            stored = e.get("payload") if "payload" in e else e.get("ciphertext")
+            body = base64.b64decode(stored) if stored is not None else bytes(length)
             if len(body) != length:
                 body = bytes(length)
             yield Action("data", d, t, _record_bytes(int(e["content_type_code"]), int(e["record_version_code"]), body))
@@ -99,6 +108,32 @@ def rebuild(conn: dict[str, Any]) -> Iterator[Action]:
             yield Action("gap", d, t, length=int(e["length"]))
         elif kind == "end_of_stream":
             yield Action("eof", d, t)
+
+
+#: Why a rebuilt record is not decrypted.  It starts like the wire core's own "cannot decrypt: ..."
+#: so that the analyzer reports a limit of the saved session, not a wrong key log.
+NOT_STORED = "cannot decrypt: its ciphertext was not stored in the session (application data never is)"
+
+
+class StoredSessionDecryptor(ConnectionDecryptor):
+    """Key-log decryption of a rebuilt session.  A record that was not stored comes back as zero
+    bytes (an AEAD or MAC'd record never is all zeros): its sequence number is spent, as the
+    sender spent it, and it is reported as not decryptable rather than as a wrong key."""
+
+    __slots__ = ()
+
+    def decrypt(self, direction: Direction, content_type: int, record_version: int, payload: bytes) -> DecryptResult:
+        if payload and payload.count(0) == len(payload):
+            self.skip(direction, payload)
+            return DecryptResult(status="unsupported", reason=NOT_STORED.removeprefix("cannot decrypt: "))
+        return super().decrypt(direction, content_type, record_version, payload)
+
+
+def stored_decryptor_factory(keylog: KeyLog | None) -> Callable[[], StoredSessionDecryptor] | None:
+    """A per-connection decryptor maker for :class:`Pipeline` when replaying with a key log."""
+    if keylog is None:
+        return None
+    return lambda: StoredSessionDecryptor(keylog)
 
 
 class FilterSink:

@@ -378,9 +378,19 @@ _ENTRIES: tuple[Entry, ...] = (
                       "after a capture gap or an oversized message."),
     Entry(code="STREAM_GAP", topic="protocol", severity=I, title="Bytes missing from capture",
           explanation="The capture lost bytes of this connection, so some of it could not be analysed."),
-    Entry(code="DECRYPTION_FAILED", topic="protocol", severity=W, title="Decryption failed",
-          explanation="A record could not be decrypted with the key log: wrong or stale key log entries, or "
-                      "bytes modified in transit."),
+    Entry(code="DECRYPTION_FAILED", topic="protocol", severity=W,
+          title="Records did not authenticate with the key log's secrets",
+          explanation="The key log has secrets for this connection's client random, but its records did not "
+                      "authenticate with them (AEAD tag, MAC or padding wrong): a wrong key log for this "
+                      "connection (another run's file, a line edited by hand), or the traffic was modified on the "
+                      "way. Reported once per side; the records are then judged by their sizes, as without a key "
+                      "log.",
+          hints=("Check that the key log was written by this very client run (client randoms never repeat).",
+                 "If the key log is right, something between the peers changed the bytes.")),
+    Entry(code="DECRYPTION_UNSUPPORTED", topic="protocol", severity=I, title="Records not decrypted",
+          explanation="A key log was given, but these records cannot be opened here: a protocol version or "
+                      "cipher suite tlsproxy does not decrypt, or, when replaying a saved session, ciphertext "
+                      "that was never stored (application data). They are judged by their sizes."),
     Entry(code="CCS_INVALID", topic="protocol", severity=W, title="Malformed change_cipher_spec",
           explanation="A change_cipher_spec record whose body is not the single byte 0x01."),
     Entry(code="INTERNAL_ERROR", topic="protocol", severity=W, title="tlsproxy failed on this connection",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Severity
 from tlsproxy.analysis.negotiation import negotiation, offer_summary
-from tlsproxy.analysis.rules.alerts import Interpretation
+from tlsproxy.analysis.rules.alerts import KEYLOG_HOWTO, Interpretation, interpret
 from tlsproxy.analysis.rules.closes import closer
 from tlsproxy.analysis.rules.stalls import waiting
 from tlsproxy.wire.registry import cipher_suite_name, version_name
@@ -47,6 +47,10 @@ _CLIENT_CERT_CHECKS = (
 
 def diagnose(t: Tracker) -> Diagnosis:
     outcome, certain, gave_up, step, cause, checks = _decide(t)
+    if not certain and _hidden_by_encryption(t):
+        checks = (*checks, KEYLOG_HOWTO if not t.options.keylog else
+                  "Check that the key log is the one this client wrote during this connection (its client random "
+                  "must be in it).")
     return Diagnosis(outcome=outcome, certain=certain, gave_up=gave_up, step=step, cause=cause,
                      checks=tuple(dict.fromkeys(checks)), negotiation=negotiation(t), timings=timings(t))
 
@@ -74,6 +78,10 @@ def _decide(t: Tracker) -> tuple[str, bool, str | None, str | None, str, tuple[s
     fatal = t.first_fatal
     if fatal is not None:
         interp = fatal.interpretation
+        if t.decrypted and not fatal.inferred:
+            # Records decrypted after the alert was read (their secrets came later) may have shown
+            # what explains it (the server's chain in TLS 1.3): read it again with everything known.
+            interp = interpret(t, fatal.direction, fatal.description, fatal.step)
         if not isinstance(interp, Interpretation):
             interp = Interpretation("alert", "A fatal alert ended the handshake.")
         return (interp.outcome, not fatal.inferred, fatal.direction.sender, fatal.step, interp.cause,
@@ -184,6 +192,16 @@ def _no_alert(t: Tracker) -> tuple[str, bool, str | None, str | None, str, tuple
                  "Check that the client trusts the server's CA and the certificate's names and dates."))
     return (outcome, True, who, step, f"The {who} {verb} the connection {step} without an alert.{owed_text}",
             (f"Check the {who}'s logs for why it ended the handshake.",))
+
+
+def _hidden_by_encryption(t: Tracker) -> bool:
+    """An inferred diagnosis that decrypted records would have made exact: TLS 1.3 after the
+    ServerHello, or encrypted TLS <= 1.2 records, and nothing was decrypted."""
+    if t.decrypted:
+        return False
+    if t.tls13 and t.server_hello is not None:
+        return True
+    return t.client.protected > 0 or t.server.protected > 0
 
 
 def _chain_checks(t: Tracker, outcome: str) -> tuple[str, ...]:

@@ -18,7 +18,15 @@ Handshake completion: TLS <= 1.2 when both Finished went by.  TLS 1.3 without ke
 flight ends when the client's first protected record arrives; the client's flight is accepted when
 the server then sends a record that is not alert-sized, or sends anything the client answers.  A
 server record of alert size after the client's flight followed by a close is a failed handshake
-(inferred, ``certain=False``).  With a key log (decrypted events) the Finished messages decide.
+(inferred, ``certain=False``).
+
+With a key log (decrypted events) the Finished messages decide, and what was inferred gives way:
+records that arrived before their secrets were first seen encrypted (and judged by size), then
+decrypted when the secrets came, so a decrypted handshake message undoes an inferred completion
+and a decrypted alert replaces the pending size-based guess for its side.  In TLS 1.3 both
+Finished messages do not make a success on their own: the server checks the client's flight
+after its own Finished, so a fatal alert from the server before it sent anything else is a failed
+handshake (certificate_required, bad_certificate, unknown_ca...).
 """
 
 from __future__ import annotations
@@ -132,6 +140,7 @@ class Side:
     ccs: bool = False  # TLS <= 1.2 change_cipher_spec that starts encryption
     finished: bool = False
     finished_at: float | None = None
+    finished_inferred: bool = False  # TLS 1.3 without keys: from the other side starting to send
     protected: int = 0
     app_records: int = 0
     app_bytes: int = 0
@@ -147,6 +156,8 @@ class Side:
     not_tls_reported: bool = False
     record_version_flagged: bool = False
     decrypt_failed_flagged: bool = False
+    decrypt_unsupported_flagged: bool = False
+    decrypted_alert: bool = False  # a decrypted alert replaced the size-based guess for this side
     heartbeat_request_len: int | None = None
     first_protected_len: int | None = None
 
@@ -204,6 +215,9 @@ class Tracker:
         self.early_data_flagged = False
         self.decode_errors = 0
         self.starttls = False
+        self.decrypted = False  # a decrypted handshake message or alert was seen: the exact view
+        self.decrypt_failures = 0  # records that did not authenticate with the key log's secrets
+        self.server_went_on = False  # TLS 1.3: the server sent more than an alert after the client's flight
         self._diagnosis: Diagnosis | None = None
 
     # -- helpers used by the rules ---------------------------------------------------------
@@ -249,6 +263,8 @@ class Tracker:
     def mark_complete(self, at: float, *, inferred: bool) -> None:
         if self.complete:
             return
+        if inferred and self.decrypted:
+            return  # the decrypted Finished messages decide
         self.complete = True
         for side in (self.client, self.server):
             if side.pending is not None and side.pending.during_handshake:
@@ -256,6 +272,24 @@ class Tracker:
         self.complete_at = at
         self.complete_inferred = inferred
         self.set_step("complete", None, at)
+
+    def undo_complete(self) -> None:
+        """Decrypted events showed the handshake did not complete after all (see the module doc)."""
+        self.complete = False
+        self.complete_at = None
+        self.complete_inferred = False
+
+    def saw_decrypted(self) -> None:
+        """The first decrypted handshake message or alert: inference from sizes gives way."""
+        if self.decrypted:
+            return
+        self.decrypted = True
+        for side in (self.client, self.server):
+            if side.finished_inferred:
+                side.finished = side.finished_inferred = False
+                side.finished_at = None
+        if self.complete and self.complete_inferred:
+            self.undo_complete()
 
     # -- the interface the pipeline uses ----------------------------------------------------
 
@@ -349,6 +383,8 @@ class Tracker:
         if rec.decrypted:
             if rec.inner_type == ContentType.application_data:
                 self._app_data(rec, side)
+                if rec.direction is Direction.S2C and self.client.finished:
+                    self.server_went_on = True
             return  # the decoded events that follow say the rest
         # A record that follows a pending candidate means the candidate was not the last word.
         if side.pending is not None:
@@ -388,6 +424,17 @@ class Tracker:
                 self.set_step("encrypted flight", rec.direction, rec.at)
                 return
             self.server_answered_flight = True
+            if not sized:
+                self.server_went_on = True
+            elif (self.complete and not self.complete_inferred and not self.server_went_on
+                  and self.client.finished):
+                # Both Finished were decrypted but this record was not (its ciphertext was not kept, or
+                # the key log lacks the secret): an alert-sized first answer to the client's flight,
+                # followed by a close, is the server rejecting that flight (see the module doc).
+                side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
+                side.pending.during_handshake = True
+                side.pending.step = "after the client's finished"
+                return
             if not self.complete:
                 if sized:
                     side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
@@ -403,8 +450,10 @@ class Tracker:
             self.client_flight_at = rec.at
             self.client_flight_seq = seq
             self.server_flight_done_at = rec.at
-            self.server.finished = True
-            self.server.finished_at = rec.at
+            if not self.decrypted:
+                self.server.finished = True
+                self.server.finished_at = rec.at
+                self.server.finished_inferred = True
             self.set_step("encrypted flight", rec.direction, rec.at)
             if sized:
                 side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
@@ -415,9 +464,15 @@ class Tracker:
                 side.pending = alerts.candidate(self, seq, rec, side, certain_alert=False)
             return
         if self.client_flight_seq is not None and self.server_answered_flight:
+            self._app_data(rec, side)
+            server_pending = self.server.pending
+            if server_pending is not None and server_pending.during_handshake:
+                # The server's answer was alert-sized: the client may have sent this before reading it
+                # (a TLS 1.3 client sends its request right behind its Finished).  What the server
+                # does next decides: more records (accepted) or a close (it was an abort).
+                return
             # The client keeps talking after the server answered its flight: accepted.
             self.mark_complete(rec.at, inferred=True)
-            self._app_data(rec, side)
         elif sized:
             # Too small for a Finished or CertificateVerify: an alert sent after the client's own Finished,
             # i.e. after the handshake from the client's point of view (close_notify when it closes).
@@ -452,6 +507,11 @@ class Tracker:
             side.messages.append(hs.msg_type)
         msg = hs.message
         t = hs.msg_type
+        if hs.decrypted:
+            self.saw_decrypted()
+            if (d is Direction.S2C and self.client.finished
+                    and t in (HandshakeType.new_session_ticket, HandshakeType.key_update)):
+                self.server_went_on = True
         if msg is None:
             return
         renegotiating = self.complete and hs.decrypted and t in (HandshakeType.client_hello,
@@ -516,6 +576,7 @@ class Tracker:
         elif t == HandshakeType.finished:
             side.finished = True
             side.finished_at = hs.at
+            side.finished_inferred = False
             self.set_step("finished", d, hs.at)
             if d is Direction.C2S and self.tls13 and self.client_flight_at is None:
                 self.client_flight_at = hs.at

@@ -139,7 +139,10 @@ class ConsoleSink:
             if isinstance(event, ev.Record):
                 self._totals[event.direction] += event.length + 5
                 view.bytes[event.direction] += event.length + 5
-            if render.is_app_data_record(event) and not self.verbose:
+            if (isinstance(event, ev.DecryptedData) and not self.verbose
+                    and view.app_records[event.direction] > self.app_data_records):
+                event = None  # --show-data previews follow their records into the summary
+            elif render.is_app_data_record(event) and not self.verbose:
                 n = view.app_records[event.direction] = view.app_records[event.direction] + 1
                 if n > self.app_data_records:
                     run = view.runs.setdefault(event.direction, _Run(first=event.at))

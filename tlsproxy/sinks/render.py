@@ -31,6 +31,7 @@ __all__ = [
     "ConnLabel",
     "conn_style",
     "hexdump",
+    "escape_preview",
     "render_app_data_run",
     "render_connection_opened",
     "render_diagnosis",
@@ -296,8 +297,10 @@ def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, sh
     extra: list[Text] = []
     details: Any = None
     if isinstance(event, ev.Record):
-        covered = not event.encrypted and event.content_type in (
-            ContentType.handshake, ContentType.alert, ContentType.change_cipher_spec, ContentType.heartbeat)
+        # A record whose content gets its own line (plaintext, or decrypted with a key log, which
+        # that line marks) is only shown with -v or --hexdump.
+        content = event.inner_type if event.encrypted and event.decrypted else event.content_type
+        covered = (not event.encrypted or event.decrypted) and content in _COVERED_TYPES
         if covered and not (verbose or show_hex):
             return []
         head.append(_record_kind(event), style="dim" if covered else "")
@@ -326,6 +329,8 @@ def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, sh
         head.append(f"{level} {desc}", style=style)
         if event.malformed:
             head.append(" (malformed)", style="red")
+        if event.decrypted:
+            head.append(" (decrypted)", style="dim")
         if event.description is not None:
             head.append(f" — {reg.alert_meaning(event.description)}")
     elif isinstance(event, ev.ChangeCipherSpec):
@@ -366,6 +371,12 @@ def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, sh
     elif isinstance(event, ev.ParsingStopped):
         head.append("parsing stopped: ", style="yellow")
         head.append(event.reason)
+    elif isinstance(event, ev.DecryptedData):
+        shown = len(event.preview)
+        head.append("data (decrypted)", style="dim")
+        head.append(f" first {shown} of {event.length} bytes: " if shown < event.length else f" {shown} bytes: ",
+                    style="dim")
+        head.append(f'"{escape_preview(event.preview)}"')
     elif isinstance(event, ev.DecryptionFailed):
         head.append("decryption failed: ", style="yellow")
         head.append(f"{reg.content_type_name(event.content_type)} len={event.length}: {event.reason}")
@@ -382,6 +393,27 @@ def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, sh
     if details is not None:
         lines.extend(Text(_DETAIL_PAD) + line for line in _verbose_lines(details))
     return lines
+
+
+_COVERED_TYPES = frozenset({ContentType.handshake, ContentType.alert, ContentType.change_cipher_spec,
+                            ContentType.heartbeat})
+
+
+def _escape_table() -> tuple[str, ...]:
+    table = [chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in range(256)]
+    table[ord("\\")], table[ord('"')] = "\\\\", '\\"'
+    table[ord("\n")], table[ord("\r")], table[ord("\t")] = "\\n", "\\r", "\\t"
+    return tuple(table)
+
+
+_ESCAPES = _escape_table()
+
+
+def escape_preview(data: bytes) -> str:
+    """Application bytes made safe for a terminal: printable ASCII as is, everything else (control
+    characters, escape sequences, non-ASCII) as backslash escapes, so nothing the peer sent can
+    move the cursor, change colours or be taken for rich markup."""
+    return "".join(_ESCAPES[b] for b in data)
 
 
 def _hs_title(event: ev.HandshakeMessage) -> str:

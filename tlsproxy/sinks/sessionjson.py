@@ -9,8 +9,11 @@ renamed over it, so the file is always either a complete journal or a complete d
 
 What is stored: every record's header fields, the plaintext payload of records the core decodes
 (handshake, alert, change_cipher_spec, heartbeat) in base64 so a later tlsproxy can re-analyse
-them, the decoded messages, certificates, findings and diagnoses.  Never stored: application
-data or any encrypted payload (only sizes).  Long transfers stay small: after the first
+them, the decoded messages, certificates, findings and diagnoses, and the ciphertext of protected
+records of the handshake phase (``ciphertext``: what TLS 1.3 encrypts from the ServerHello on, a
+TLS 1.2 Finished), so that ``tlsproxy replay --keylog`` can decrypt a session saved without keys.
+Never stored: application data, encrypted or decrypted (only sizes; ``--show-data`` previews go
+to the screen only), and never a key log secret.  Long transfers stay small: after the first
 ``APP_DATA_RECORDS`` application-data records of a direction, consecutive ones become a run
 (count, bytes, first and last time).
 
@@ -148,6 +151,9 @@ def event_dict(seq: int, event: ev.Event, started: float, record_seq: int | None
         # Only plaintext the core decodes; never application data, never anything that was encrypted.
         if event.payload is not None and not event.encrypted and event.content_type != ev.ContentType.application_data:
             out["payload"] = _b64(event.payload)
+        # Handshake-phase ciphertext, kept apart from plaintext: a key log given later opens it.
+        if event.payload is not None and event.encrypted and event.phase == "handshake":
+            out["ciphertext"] = _b64(event.payload)
     elif isinstance(event, ev.HandshakeMessage):
         name = message_name(event.msg_type)
         if isinstance(event.message, m.ServerHello) and event.message.is_hello_retry_request:
@@ -352,6 +358,8 @@ class SessionJsonSink:
     def event(self, conn_id: int, seq: int, event: ev.Event | None, findings: Sequence[Finding]) -> None:
         state = self._conns.get(conn_id)
         started = state.started if state is not None else 0.0
+        if isinstance(event, ev.DecryptedData):
+            event = None  # decrypted application bytes are for the screen only, never the file
         if event is not None and state is not None:
             if is_app_data_record(event):
                 assert isinstance(event, ev.Record)

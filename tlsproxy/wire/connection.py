@@ -130,7 +130,9 @@ class TLSConnection:
         self.decryptor = decryptor
         self.show_data = show_data
         self._client_flight_started = False
-        self._held: dict[Direction, deque[tuple[RawRecord, float]]] = {d: deque() for d in Direction}
+        # Records waiting for their secrets, both directions in arrival order, so that when the
+        # secrets come the analyzer sees the messages in the order the peers sent them.
+        self._held: deque[tuple[Direction, RawRecord]] = deque()
         self._held_bytes = {d: 0 for d in Direction}
         self._keylog_version = -1
         self._unsupported_said: set[Direction] = set()
@@ -264,12 +266,9 @@ class TLSConnection:
             phase = self._phase(direction, ctype)
             if not tls13:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
                 self._infer_finished(direction, ctype)
-            kept = rec.payload if phase == "handshake" else None
-            if kept is not None:
-                self._kept_ciphertext[direction] += len(kept)
             out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
                                  version=rec.version, length=rec.length, encrypted=True, phase=phase,
-                                 payload=kept))
+                                 payload=self._keep_ciphertext(direction, phase, rec.payload)))
             return
         out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
                              version=rec.version, length=rec.length, payload=rec.payload))
@@ -290,7 +289,7 @@ class TLSConnection:
     def _try_decrypt(self, direction: Direction, side: _Side, rec: RawRecord, at: float, out: list[ev.Event]) -> bool:
         """Open a protected record; ``True`` when its events were produced here."""
         assert self.decryptor is not None and rec.payload is not None
-        if self._held[direction]:  # keep the order: queue behind records still waiting
+        if self._held_bytes[direction]:  # keep the order: queue behind records still waiting
             self._hold(direction, rec, at, out)
             return False
         result = self.decryptor.decrypt(direction, rec.content_type, rec.version, rec.payload)
@@ -298,20 +297,36 @@ class TLSConnection:
             phase = self._phase(direction, rec.content_type)
             out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=rec.content_type,
                                  version=rec.version, length=rec.length, encrypted=True, phase=phase,
-                                 decrypted=True, inner_type=result.inner_type))
+                                 decrypted=True, inner_type=result.inner_type,
+                                 payload=self._keep_ciphertext(direction, phase, rec.payload)))
             self._on_plaintext(direction, side, rec.offset, result.inner_type, result.plaintext, at, out)
             return True
         if result.status == "no_keys":
             self._hold(direction, rec, at, out)
-        elif result.status == "failed":
+        else:
+            self._decrypt_problem(direction, rec, result, at, out)
+        return False
+
+    def _decrypt_problem(self, direction: Direction, rec: RawRecord, result: Any, at: float,
+                         out: list[ev.Event]) -> None:
+        """``failed``: every record is reported (wrong keys or tampering); ``unsupported``: once per
+        direction, its reason prefixed ``cannot decrypt:`` so consumers can tell the two apart."""
+        if result.status == "failed":
             out.append(ev.DecryptionFailed(direction=direction, offset=rec.offset, at=at,
-                                           content_type=rec.content_type, length=rec.length, reason=result.reason))
+                                           content_type=rec.content_type, length=rec.length,
+                                           reason=result.reason or "failed"))
         elif direction not in self._unsupported_said:
             self._unsupported_said.add(direction)
             out.append(ev.DecryptionFailed(direction=direction, offset=rec.offset, at=at,
                                            content_type=rec.content_type, length=rec.length,
                                            reason=f"cannot decrypt: {result.reason}"))
-        return False
+
+    def _keep_ciphertext(self, direction: Direction, phase: str, payload: bytes | None) -> bytes | None:
+        """Handshake-phase ciphertext, within the per-direction budget, for saved sessions."""
+        if payload is None or phase != "handshake" or self._kept_ciphertext[direction] >= MAX_KEPT_CIPHERTEXT:
+            return None
+        self._kept_ciphertext[direction] += len(payload)
+        return payload
 
     def _on_plaintext(self, direction: Direction, side: _Side, offset: int, inner_type: int, plaintext: bytes,
                       at: float, out: list[ev.Event]) -> None:
@@ -339,12 +354,13 @@ class TLSConnection:
 
     def _hold(self, direction: Direction, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
         assert rec.payload is not None and self.decryptor is not None
-        held = self._held[direction]
-        held.append((rec, at))
+        self._held.append((direction, rec))
         self._held_bytes[direction] += len(rec.payload)
         dropped = 0
         while self._held_bytes[direction] > MAX_HELD_BYTES:
-            old, _ = held.popleft()
+            index = next(i for i, (d, _) in enumerate(self._held) if d is direction)
+            _, old = self._held[index]
+            del self._held[index]
             assert old.payload is not None
             self._held_bytes[direction] -= len(old.payload)
             self.decryptor.skip(direction, old.payload)
@@ -356,26 +372,30 @@ class TLSConnection:
     def _retry_held(self, at: float, out: list[ev.Event]) -> None:
         assert self.decryptor is not None
         version = self.decryptor.keylog_version
-        if version == self._keylog_version:
+        if version == self._keylog_version or not self._held:
+            self._keylog_version = version
             return
         self._keylog_version = version
-        for direction in Direction:
-            held = self._held[direction]
-            side = self._sides[direction]
-            while held:
-                rec, _ = held[0]
-                assert rec.payload is not None
-                result = self.decryptor.decrypt(direction, rec.content_type, rec.version, rec.payload)
-                if result.status == "no_keys":
-                    break
-                held.popleft()
-                self._held_bytes[direction] -= len(rec.payload)
-                if result.status == "ok":
-                    self._on_plaintext(direction, side, rec.offset, result.inner_type, result.plaintext, at, out)
-                else:
-                    out.append(ev.DecryptionFailed(direction=direction, offset=rec.offset, at=at,
-                                                   content_type=rec.content_type, length=rec.length,
-                                                   reason=result.reason or result.status))
+        blocked: set[Direction] = set()
+        waiting: deque[tuple[Direction, RawRecord]] = deque()
+        while self._held:
+            direction, rec = self._held.popleft()
+            assert rec.payload is not None
+            if direction in blocked:
+                waiting.append((direction, rec))
+                continue
+            result = self.decryptor.decrypt(direction, rec.content_type, rec.version, rec.payload)
+            if result.status == "no_keys":
+                blocked.add(direction)
+                waiting.append((direction, rec))
+                continue
+            self._held_bytes[direction] -= len(rec.payload)
+            if result.status == "ok":
+                self._on_plaintext(direction, self._sides[direction], rec.offset, result.inner_type,
+                                   result.plaintext, at, out)
+            else:
+                self._decrypt_problem(direction, rec, result, at, out)
+        self._held = waiting
 
     def _infer_finished(self, direction: Direction, ctype: int) -> None:
         """Without keys, guess when each side's Finished went by, for the phase of later records.

@@ -62,7 +62,9 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
     sender = d.sender
     side = t.side(d)
     how = "decrypted with the key log" if a.decrypted else "plaintext"
-    if not a.decrypted:
+    if a.decrypted:
+        replaces_guess(t, d)
+    else:
         if t.tls13 and t.server_hello is not None:
             before = ("as a plaintext alert record after the ServerHello: its sender had not switched to its "
                       "handshake keys yet (OpenSSL clients do this when they reject the server's flight)")
@@ -80,13 +82,19 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
             f"The {sender}'s alert record holds {len(a.raw)} bytes ({a.raw.hex(' ') or 'empty'}) instead of 2"
             + (f"; what is there reads as {label(a.description)}" if a.description is not None else "") + ".",
             direction=d, seq=seq, at=a.at))
+    desc = a.description
+    fatal = a.level == 2 or (t.tls13 and desc not in (CLOSE_NOTIFY, USER_CANCELED) and desc is not None)
+    if (fatal and t.tls13 and d is Direction.S2C and t.complete and not t.complete_inferred
+            and not t.server_went_on and t.client.finished):
+        # Both Finished went by, but the server checks the client's flight after sending its own:
+        # a fatal alert before anything else from it means it rejected that flight.
+        t.undo_complete()
+        t.set_step("finished", Direction.C2S, t.client.finished_at if t.client.finished_at is not None else a.at)
     step = t.step_text()
     seen = AlertSeen(direction=d, level=a.level, description=a.description, at=a.at, seq=seq, step=step,
                      decrypted=a.decrypted, during_handshake=not t.complete)
     if len(t.alerts) < t.max_alerts:
         t.alerts.append(seen)
-    desc = a.description
-    fatal = a.level == 2 or (t.tls13 and desc not in (CLOSE_NOTIFY, USER_CANCELED) and desc is not None)
     if desc == CLOSE_NOTIFY:
         side.close_notify = True
         out.append(make_finding("ALERT_CLOSE_NOTIFY", f"The {sender} sent close_notify ({how}) {step}.",
@@ -121,6 +129,35 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
             "ALERT_WARNING", f"{meaning} Sent by the {sender} ({how}, {level}) {step}.",
             title=f"{sender} sent warning alert {label(desc)}", direction=d, seq=seq, at=a.at))
     return out
+
+
+def replaces_guess(t: Tracker, d: Direction) -> None:
+    """A decrypted alert from ``d``: it replaces what was guessed from the sizes of that side's
+    encrypted records (they were seen before the key log had their secrets)."""
+    t.saw_decrypted()
+    side = t.side(d)
+    side.decrypted_alert = True
+    side.pending = None
+    if t.first_fatal is not None and t.first_fatal.inferred and t.first_fatal.direction is d:
+        t.first_fatal = None
+
+
+def keylog_note(t: Tracker) -> str:
+    """Why an encrypted record could not be read, and what would show it."""
+    if t.decrypt_failures:
+        return ("the key log given did not open this connection's records: wrong key log for this connection, "
+                "or the traffic was modified")
+    if t.options.keylog:
+        return "the key log given has no secrets for this connection"
+    return "a key log would show which alert it was"
+
+
+#: How to get a key log from common clients (the diagnosis adds it to inferred TLS 1.3 checks).
+KEYLOG_HOWTO = (
+    "Get a key log to see exactly what happened: run the client with SSLKEYLOGFILE=/tmp/keys.log (curl, Firefox, "
+    "Chrome), `openssl s_client -keylogfile /tmp/keys.log`, or `context.keylog_filename = '/tmp/keys.log'` "
+    "(Python ssl), then give tlsproxy --keylog /tmp/keys.log (docs/keylog.md)."
+)
 
 
 def _version_note(t: Tracker) -> str:
@@ -210,6 +247,9 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
             f"almost surely close_notify, a clean close.",
             direction=d, seq=p.seq, at=p.at)]
     # During the handshake, followed by a close: a failure, inferred.
+    if t.complete and t.tls13 and d is Direction.S2C:
+        t.undo_complete()  # the decrypted Finished messages, then the server's rejection
+        t.set_step("finished", Direction.C2S, t.client.finished_at if t.client.finished_at is not None else p.at)
     seen = AlertSeen(direction=d, level=None, description=None, at=p.at, seq=p.seq, step=p.step,
                      inferred=True, during_handshake=True, sizes=p.sizes)
     interp = interpret_encrypted(t, d, p)
@@ -219,8 +259,7 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
     if len(t.alerts) < t.max_alerts:
         t.alerts.append(seen)
     what = "an encrypted alert" if p.certain_alert else "an encrypted record of alert size"
-    keylog = ("the key log given did not cover it" if t.options.keylog
-              else "a key log would show which alert it was")
+    keylog = keylog_note(t)
     return [make_finding(
         "ALERT_ENCRYPTED_HANDSHAKE",
         f"The {sender} sent {what} ({p.sizes}) {p.step} and then the connection closed: the handshake failed "
@@ -232,6 +271,21 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
 def interpret_encrypted(t: Tracker, d: Direction, p: PendingAlert) -> Interpretation:
     """What an encrypted handshake abort most likely means, from who sent it and when."""
     if t.tls13 and d is Direction.S2C and t.client_flight_at is not None:
+        cmsg = t.client.certificate_msg
+        if t.cert_request is not None and cmsg is not None:  # the client's flight was decrypted
+            if cmsg.is_empty:
+                return Interpretation(
+                    "client_cert_missing",
+                    "The server asked for a client certificate, the client answered with an empty Certificate "
+                    "(decrypted), and the server then aborted with an alert that could not be read: almost surely "
+                    "certificate_required (116).", _CLIENT_CERT_MISSING_CHECKS)
+            reasons = "; ".join(dict.fromkeys(t.client_chain_problems))
+            return Interpretation(
+                "client_cert_rejected",
+                "The client sent its certificate (decrypted) and the server aborted right after with an alert "
+                f"that could not be read: it rejected the certificate.{' What we see: ' + reasons + '.' if reasons else ''}",
+                ("Check that the client certificate is issued by a CA the server trusts for client authentication.",
+                 "Check its validity dates and extended key usage (clientAuth)."))
         first = t.client.first_protected_len
         empty_cert = first is not None and first in (25, 17)
         if empty_cert:

@@ -113,10 +113,32 @@ def on_other(t: Tracker, seq: int, event: ev.Event) -> list[Finding]:
         return [make_finding("STREAM_GAP", f"{event.length} bytes of the {d.sender}'s stream are missing from the "
                              "capture.", direction=d, seq=seq, at=at)]
     if isinstance(event, ev.DecryptionFailed):
-        side = t.side(d)
-        if side.decrypt_failed_flagged:
-            return []
-        side.decrypt_failed_flagged = True
-        return [make_finding("DECRYPTION_FAILED", f"A {event.length}-byte record from the {d.sender} could not be "
-                             f"decrypted: {event.reason}.", direction=d, seq=seq, at=at)]
+        return decryption_failed(t, seq, event)
     return []
+
+
+#: The wire core says ``cannot decrypt: ...`` when the key log has what it needs but the records
+#: cannot be opened here (a version or suite not supported, ciphertext not stored in a session):
+#: that is a limit of the view, not a wrong key log.
+_UNSUPPORTED_PREFIX = "cannot decrypt"
+
+
+def decryption_failed(t: Tracker, seq: int, event: ev.DecryptionFailed) -> list[Finding]:
+    """One finding per side: later records fail for the same reason, and the first says it."""
+    d, at = event.direction, event.at
+    side = t.side(d)
+    if event.reason.startswith(_UNSUPPORTED_PREFIX) or "not stored in the session" in event.reason:
+        if side.decrypt_unsupported_flagged:
+            return []
+        side.decrypt_unsupported_flagged = True
+        return [make_finding("DECRYPTION_UNSUPPORTED", f"The {d.sender}'s records are not decrypted: "
+                             f"{event.reason.removeprefix(_UNSUPPORTED_PREFIX).lstrip(': ')}. They are judged by "
+                             "their sizes instead.", direction=d, seq=seq, at=at)]
+    t.decrypt_failures += 1
+    if side.decrypt_failed_flagged:
+        return []
+    side.decrypt_failed_flagged = True
+    return [make_finding("DECRYPTION_FAILED", f"A {event.length}-byte record from the {d.sender} did not "
+                         f"authenticate with the key log's secrets ({event.reason}): wrong key log for this "
+                         "connection, or the traffic was modified. Its records are judged by their sizes instead.",
+                         direction=d, seq=seq, at=at)]
