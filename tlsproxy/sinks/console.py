@@ -23,7 +23,7 @@ from rich.live import Live
 
 from tlsproxy.analysis.model import Finding, Severity
 from tlsproxy.sinks import render
-from tlsproxy.sinks.render import ConnLabel, SummaryRow
+from tlsproxy.sinks.render import ConnLabel, SummaryRow, SummaryTally
 from tlsproxy.wire import events as ev
 from tlsproxy.wire.events import Direction
 
@@ -89,7 +89,7 @@ class ConsoleSink:
         self._use_live = self.console.is_terminal if live is None else live
         self._live: Live | None = None
         self._conns: dict[int, _ConnView] = {}
-        self._rows: list[SummaryRow] = []
+        self._tally = SummaryTally()
         self._closed = 0
         self._totals = {Direction.C2S: 0, Direction.S2C: 0}
         self._findings: dict[Severity, int] = {Severity.error: 0, Severity.warning: 0, Severity.info: 0}
@@ -178,12 +178,22 @@ class ConsoleSink:
         self._closed += 1
         info = report.info
         where = report.summary.sni or info.target or _addr(info.server)
-        lines.append(render.render_diagnosis(label, report.diagnosis, title_extra=f"{_addr(info.client)} → {where}",
-                                             findings=report.findings, end=report.end))
         counts = {s: 0 for s in Severity}
         for f in report.findings:
             counts[f.severity] += 1
-        self._rows.append(SummaryRow(
+        extra = f"{_addr(info.client)} → {where}"
+        clean = report.diagnosis.outcome == "established" and not counts[Severity.error] \
+            and not counts[Severity.warning]
+        if self.quiet and clean:
+            # -q is for what went wrong: a clean connection gets one line, not a panel.
+            lines.append(render.render_diagnosis_line(label, report.diagnosis, title_extra=extra))
+        elif self.console.is_terminal:
+            lines.append(render.render_diagnosis(label, report.diagnosis, title_extra=extra,
+                                                 findings=report.findings, end=report.end))
+        else:
+            lines.append(render.render_diagnosis_plain(label, report.diagnosis, title_extra=extra,
+                                                       findings=report.findings, end=report.end))
+        self._tally.add(SummaryRow(
             id=info.id, client=_addr(info.client), server=info.target or _addr(info.server), sni=report.summary.sni,
             outcome=report.summary.outcome or report.diagnosis.outcome, version=report.summary.version,
             cipher_suite=report.summary.cipher_suite, errors=counts[Severity.error],
@@ -192,12 +202,13 @@ class ConsoleSink:
 
     def run_finished(self, run: RunInfo, ended: float) -> None:
         self.stop()
-        if self.summary and self._rows and not self.quiet:
-            self.console.print(render.render_summary_table(self._rows))
+        if self.summary and self._tally.total and not self.quiet:
+            self.console.print(render.render_summary_table(self._tally))
 
     @property
     def rows(self) -> list[SummaryRow]:
-        return list(self._rows)
+        """The first rows of the exit table (all of them up to the per-SNI threshold)."""
+        return list(self._tally.rows)
 
 
 def _addr(addr: tuple[str, int] | None) -> str:

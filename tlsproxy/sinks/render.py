@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich import box
@@ -504,10 +504,12 @@ def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str
     body.append(outcome)
     if (diagnosis.gave_up or diagnosis.step) and diagnosis.outcome not in _OK_OUTCOMES:
         who = Text()
-        who.append("gave up: ", style="bold")
-        who.append(f"{diagnosis.gave_up or 'unknown side'}")
-        if diagnosis.step:
-            who.append(f" {diagnosis.step}")
+        if diagnosis.gave_up:
+            who.append("gave up: ", style="bold")
+            who.append(diagnosis.gave_up + (f" {diagnosis.step}" if diagnosis.step else ""))
+        else:  # nobody gave up (yet): the capture or the watch ended
+            who.append("stopped: ", style="bold")
+            who.append(diagnosis.step or "")
         body.append(who)
     if diagnosis.cause:
         cause = Text()
@@ -519,9 +521,11 @@ def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str
         for i, check in enumerate(diagnosis.checks, 1):
             body.append(Text(f"  {i}. {check}"))
     if diagnosis.negotiation:
-        neg = Text("negotiation: ", style="bold")
-        neg.append("; ".join(f"{k}: {_neg_value(v)}" for k, v in diagnosis.negotiation.items()))
-        body.append(neg)
+        body.append(Text("negotiation (offered → chosen):", style="bold"))
+        for key, value in diagnosis.negotiation.items():
+            line = Text(f"  {key}: ")
+            line.append(_neg_value(value))
+            body.append(line)
     if diagnosis.timings:
         t = Text("timings: ", style="bold")
         t.append(", ".join(f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()))
@@ -544,9 +548,46 @@ def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str
                  border_style="green" if diagnosis.outcome in _OK_OUTCOMES else "red", expand=True)
 
 
+def render_diagnosis_plain(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
+                           findings: Sequence[Finding] = (), end: Any = None) -> RenderableType:
+    """The diagnosis as plain indented lines, for pipes and files (no box to crop long lines)."""
+    panel = render_diagnosis(label, diagnosis, title_extra=title_extra, findings=findings, end=end)
+    assert isinstance(panel, Panel)
+    head = Text(f"#{label.id} ", style=f"bold {conn_style(label.id)}")
+    head.append("diagnosis ", style="bold")
+    head.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
+    if title_extra:
+        head.append(f"  {title_extra}")
+    lines: list[RenderableType] = [head]
+    body = panel.renderable
+    for item in body.renderables if isinstance(body, Group) else [body]:
+        if isinstance(item, Text):
+            line = Text("    ")
+            line.append_text(item)
+            lines.append(line)
+    return Group(*lines)
+
+
+def render_diagnosis_line(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "") -> Text:
+    """One line for a connection that needs no more (``-q``, established, nothing flagged)."""
+    line = Text(f"#{label.id} ", style=f"bold {conn_style(label.id)}")
+    line.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
+    if not diagnosis.certain:
+        line.append(" (inferred)", style="dim")
+    if title_extra:
+        line.append(f"  {title_extra}")
+    if diagnosis.cause:
+        line.append(f"  {diagnosis.cause}", style="dim")
+    return line
+
+
 def _neg_value(value: object) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, dict):
         return ", ".join(f"{k}={_neg_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)) and not value:
+        return "none"
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value[:8]) + (f",+{len(value) - 8}" if len(value) > 8 else "")
     return str(value)
@@ -590,39 +631,83 @@ class SummaryRow:
     infos: int
 
 
-def render_summary_table(rows: Sequence[SummaryRow], *, per_sni_above: int = 20) -> Table:
+@dataclass(slots=True)
+class SniGroup:
+    """Totals of the connections to one SNI (or server) for the exit table."""
+
+    conns: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    versions: set[str] = field(default_factory=set)
+    suites: set[str] = field(default_factory=set)
+    errors: int = 0
+    warnings: int = 0
+    infos: int = 0
+
+
+class SummaryTally:
+    """What the exit table needs, in bounded memory whatever the number of connections: the first
+    ``per_sni_above`` rows one by one, and per-SNI totals (at most ``max_groups`` names; the rest
+    are counted under "(other)")."""
+
+    OTHER = "(other)"
+
+    def __init__(self, *, per_sni_above: int = 20, max_groups: int = 200) -> None:
+        self.per_sni_above = per_sni_above
+        self.max_groups = max_groups
+        self.rows: list[SummaryRow] = []
+        self.groups: dict[str, SniGroup] = {}
+        self.total = 0
+
+    def add(self, r: SummaryRow) -> None:
+        self.total += 1
+        if len(self.rows) <= self.per_sni_above:
+            self.rows.append(r)
+        name = r.sni or r.server or "-"
+        if name not in self.groups and len(self.groups) >= self.max_groups:
+            name = self.OTHER
+        g = self.groups.setdefault(name, SniGroup())
+        g.conns += 1
+        g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
+        if r.version and len(g.versions) < 8:
+            g.versions.add(r.version)
+        if r.cipher_suite and len(g.suites) < 8:
+            g.suites.add(r.cipher_suite)
+        g.errors += r.errors
+        g.warnings += r.warnings
+        g.infos += r.infos
+
+
+def render_summary_table(rows: Sequence[SummaryRow] | SummaryTally, *, per_sni_above: int = 20) -> Table:
     """One row per connection, or one per SNI (with outcome counts) when there are many."""
-    if len(rows) <= per_sni_above:
-        table = Table(title=f"{len(rows)} connection{'s' if len(rows) != 1 else ''}", box=box.SIMPLE_HEAD,
+    if isinstance(rows, SummaryTally):
+        tally = rows
+    else:
+        tally = SummaryTally(per_sni_above=per_sni_above)
+        for r in rows:
+            tally.add(r)
+    if tally.total <= tally.per_sni_above:
+        table = Table(title=f"{tally.total} connection{'s' if tally.total != 1 else ''}", box=box.SIMPLE_HEAD,
                       title_justify="left")
         for col in ("#", "client", "server / sni", "outcome", "version", "cipher suite", "err", "warn", "info"):
             table.add_column(col, no_wrap=col in ("#", "outcome", "err", "warn", "info"))
-        for r in rows:
+        for r in tally.rows:
             table.add_row(Text(str(r.id), style=conn_style(r.id)), r.client,
                           r.sni or r.server, Text(r.outcome, style=outcome_style(r.outcome)),
                           r.version or "-", r.cipher_suite or "-", _n(r.errors, "red"), _n(r.warnings, "yellow"),
                           _n(r.infos, "dim"))
         return table
-    groups: dict[str, list[SummaryRow]] = {}
-    for r in rows:
-        groups.setdefault(r.sni or r.server or "-", []).append(r)
-    table = Table(title=f"{len(rows)} connections by SNI", box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=f"{tally.total} connections by SNI", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("sni / server", "conns", "outcomes", "versions", "cipher suites", "err", "warn", "info"):
         table.add_column(col)
-    for name, items in sorted(groups.items()):
-        outcomes: dict[str, int] = {}
-        for r in items:
-            outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
+    for name, g in sorted(tally.groups.items()):
         out_text = Text()
-        for i, (o, n) in enumerate(sorted(outcomes.items(), key=lambda kv: -kv[1])):
+        for i, (o, n) in enumerate(sorted(g.outcomes.items(), key=lambda kv: -kv[1])):
             if i:
                 out_text.append(", ")
             out_text.append(f"{o}×{n}", style=outcome_style(o))
-        versions = sorted({r.version for r in items if r.version})
-        suites = sorted({r.cipher_suite for r in items if r.cipher_suite})
-        table.add_row(name, str(len(items)), out_text, ",".join(versions) or "-", _join(suites, 3) or "-",
-                      _n(sum(r.errors for r in items), "red"), _n(sum(r.warnings for r in items), "yellow"),
-                      _n(sum(r.infos for r in items), "dim"))
+        table.add_row(name, str(g.conns), out_text, ",".join(sorted(g.versions)) or "-",
+                      _join(sorted(g.suites), 3) or "-", _n(g.errors, "red"), _n(g.warnings, "yellow"),
+                      _n(g.infos, "dim"))
     return table
 
 
