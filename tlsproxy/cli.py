@@ -48,7 +48,8 @@ def _output_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="store_true", help="show every decoded field and extension")
-    g.add_argument("-q", "--quiet", action="store_true", help="show only findings and diagnoses")
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="show only warnings, errors and diagnoses (one line for a clean connection)")
     g.add_argument("--hexdump", action="store_true", help="show the bytes of plaintext records")
     g.add_argument("--no-color", action="store_true", help="no colours (NO_COLOR in the environment does the same)")
     g.add_argument("--json", action="store_true",

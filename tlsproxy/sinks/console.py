@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.text import Text
 
 from tlsproxy.analysis.model import Finding, Severity
 from tlsproxy.sinks import render
@@ -87,6 +88,7 @@ class ConsoleSink:
         self.summary = summary
         self.app_data_records = app_data_records
         self._use_live = self.console.is_terminal if live is None else live
+        self._plain = not self.console.is_terminal and self.console.soft_wrap
         self._live: Live | None = None
         self._conns: dict[int, _ConnView] = {}
         self._tally = SummaryTally()
@@ -117,6 +119,23 @@ class ConsoleSink:
 
     def _print(self, *items: RenderableType) -> None:
         target = self._live.console if self._live is not None else self.console
+        if self._plain:
+            # Off a terminal nothing is styled or wrapped (soft wrap), so a line is its plain
+            # text: writing it directly costs a fraction of rich's render pipeline, which matters
+            # when a capture has tens of thousands of connections.
+            out: list[str] = []
+            for item in items:
+                texts = _plain_texts(item)
+                if texts is None:
+                    if out:
+                        target.file.write("".join(out))
+                        out.clear()
+                    target.print(item)
+                else:
+                    out.extend(t + "\n" for t in texts)
+            if out:
+                target.file.write("".join(out))
+            return
         for item in items:
             target.print(item)
 
@@ -156,6 +175,8 @@ class ConsoleSink:
             lines.extend(render.render_event(label, event, verbose=self.verbose, show_hex=self.hexdump))
         for finding in findings:
             self._findings[finding.severity] += 1
+            if self.quiet and finding.severity is Severity.info:
+                continue  # -q is for what went wrong; info findings stay in the JSON and the counts
             lines.extend(render.render_finding(label, finding, verbose=self.verbose,
                                                quiet=self.quiet or event is None))
         if lines:
@@ -209,6 +230,21 @@ class ConsoleSink:
     def rows(self) -> list[SummaryRow]:
         """The first rows of the exit table (all of them up to the per-SNI threshold)."""
         return list(self._tally.rows)
+
+
+def _plain_texts(item: RenderableType) -> list[str] | None:
+    """The lines of a Text, or of a Group of Texts; ``None`` for anything else (tables, panels)."""
+    if isinstance(item, Text):
+        return [item.plain]
+    if isinstance(item, Group):
+        lines: list[str] = []
+        for part in item.renderables:
+            sub = _plain_texts(part)
+            if sub is None:
+                return None
+            lines.extend(sub)
+        return lines
+    return None
 
 
 def _addr(addr: tuple[str, int] | None) -> str:
