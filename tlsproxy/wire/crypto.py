@@ -11,12 +11,11 @@ The cipher-suite table below is deliberately private and small: only what decryp
 
 from __future__ import annotations
 
-import warnings
-
 import hashlib
 import hmac
 import re
 import struct
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +24,8 @@ from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.ciphers import algorithms as _algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
+
+from tlsproxy.wire.registry import CIPHER_SUITES
 
 try:  # cryptography >= 43 keeps the legacy ciphers here; older releases only in `algorithms`.
     from cryptography.hazmat.decrepit.ciphers import algorithms as _legacy
@@ -91,120 +92,6 @@ _BULK: dict[str, tuple[str, int, int, int, int]] = {
 }
 _MACS = {"MD5": ("md5", 16), "SHA": ("sha1", 20), "SHA256": ("sha256", 32), "SHA384": ("sha384", 48)}
 
-# The suites we open, by IANA name (TLS Cipher Suites registry).  Key exchange and
-# authentication do not matter for decryption, so the parameters are read off the name.
-_SUITE_NAMES: dict[int, str] = {
-    0x1301: "TLS_AES_128_GCM_SHA256",
-    0x1302: "TLS_AES_256_GCM_SHA384",
-    0x1303: "TLS_CHACHA20_POLY1305_SHA256",
-    0x1304: "TLS_AES_128_CCM_SHA256",
-    0x1305: "TLS_AES_128_CCM_8_SHA256",
-    0x0001: "TLS_RSA_WITH_NULL_MD5",
-    0x0002: "TLS_RSA_WITH_NULL_SHA",
-    0x003B: "TLS_RSA_WITH_NULL_SHA256",
-    0x002C: "TLS_PSK_WITH_NULL_SHA",
-    0x00B0: "TLS_PSK_WITH_NULL_SHA256",
-    0xC006: "TLS_ECDHE_ECDSA_WITH_NULL_SHA",
-    0xC010: "TLS_ECDHE_RSA_WITH_NULL_SHA",
-    0x0004: "TLS_RSA_WITH_RC4_128_MD5",
-    0x0005: "TLS_RSA_WITH_RC4_128_SHA",
-    0x0018: "TLS_DH_anon_WITH_RC4_128_MD5",
-    0xC007: "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
-    0xC011: "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
-    0x0007: "TLS_RSA_WITH_IDEA_CBC_SHA",
-    0x0009: "TLS_RSA_WITH_DES_CBC_SHA",
-    0x0012: "TLS_DHE_DSS_WITH_DES_CBC_SHA",
-    0x0015: "TLS_DHE_RSA_WITH_DES_CBC_SHA",
-    0x000A: "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
-    0x0013: "TLS_DHE_DSS_WITH_3DES_EDE_CBC_SHA",
-    0x0016: "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",
-    0xC008: "TLS_ECDHE_ECDSA_WITH_3DES_EDE_CBC_SHA",
-    0xC012: "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
-    0x002F: "TLS_RSA_WITH_AES_128_CBC_SHA",
-    0x0032: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
-    0x0033: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA",
-    0x0034: "TLS_DH_anon_WITH_AES_128_CBC_SHA",
-    0x0035: "TLS_RSA_WITH_AES_256_CBC_SHA",
-    0x0038: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA",
-    0x0039: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
-    0x003A: "TLS_DH_anon_WITH_AES_256_CBC_SHA",
-    0x003C: "TLS_RSA_WITH_AES_128_CBC_SHA256",
-    0x003D: "TLS_RSA_WITH_AES_256_CBC_SHA256",
-    0x0040: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA256",
-    0x0067: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256",
-    0x006A: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA256",
-    0x006B: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
-    0x008C: "TLS_PSK_WITH_AES_128_CBC_SHA",
-    0x008D: "TLS_PSK_WITH_AES_256_CBC_SHA",
-    0x00AE: "TLS_PSK_WITH_AES_128_CBC_SHA256",
-    0x00AF: "TLS_PSK_WITH_AES_256_CBC_SHA384",
-    0xC009: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-    0xC00A: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
-    0xC013: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
-    0xC014: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
-    0xC023: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
-    0xC024: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384",
-    0xC027: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
-    0xC028: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384",
-    0xC035: "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA",
-    0xC036: "TLS_ECDHE_PSK_WITH_AES_256_CBC_SHA",
-    0xC037: "TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256",
-    0xC038: "TLS_ECDHE_PSK_WITH_AES_256_CBC_SHA384",
-    0x0041: "TLS_RSA_WITH_CAMELLIA_128_CBC_SHA",
-    0x0045: "TLS_DHE_RSA_WITH_CAMELLIA_128_CBC_SHA",
-    0x0084: "TLS_RSA_WITH_CAMELLIA_256_CBC_SHA",
-    0x0088: "TLS_DHE_RSA_WITH_CAMELLIA_256_CBC_SHA",
-    0x0044: "TLS_DHE_DSS_WITH_CAMELLIA_128_CBC_SHA",
-    0x0087: "TLS_DHE_DSS_WITH_CAMELLIA_256_CBC_SHA",
-    0x0099: "TLS_DHE_DSS_WITH_SEED_CBC_SHA",
-    0xC002: "TLS_ECDH_ECDSA_WITH_RC4_128_SHA",
-    0xC003: "TLS_ECDH_ECDSA_WITH_3DES_EDE_CBC_SHA",
-    0xC004: "TLS_ECDH_ECDSA_WITH_AES_128_CBC_SHA",
-    0xC005: "TLS_ECDH_ECDSA_WITH_AES_256_CBC_SHA",
-    0xC00C: "TLS_ECDH_RSA_WITH_RC4_128_SHA",
-    0xC00D: "TLS_ECDH_RSA_WITH_3DES_EDE_CBC_SHA",
-    0xC00E: "TLS_ECDH_RSA_WITH_AES_128_CBC_SHA",
-    0xC00F: "TLS_ECDH_RSA_WITH_AES_256_CBC_SHA",
-    0x0096: "TLS_RSA_WITH_SEED_CBC_SHA",
-    0x009A: "TLS_DHE_RSA_WITH_SEED_CBC_SHA",
-    0x009C: "TLS_RSA_WITH_AES_128_GCM_SHA256",
-    0x009D: "TLS_RSA_WITH_AES_256_GCM_SHA384",
-    0x009E: "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256",
-    0x009F: "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
-    0x00A2: "TLS_DHE_DSS_WITH_AES_128_GCM_SHA256",
-    0x00A3: "TLS_DHE_DSS_WITH_AES_256_GCM_SHA384",
-    0x00A8: "TLS_PSK_WITH_AES_128_GCM_SHA256",
-    0x00A9: "TLS_PSK_WITH_AES_256_GCM_SHA384",
-    0x00AA: "TLS_DHE_PSK_WITH_AES_128_GCM_SHA256",
-    0x00AB: "TLS_DHE_PSK_WITH_AES_256_GCM_SHA384",
-    0xC02B: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    0xC02C: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    0xC02F: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    0xC030: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    0xC09C: "TLS_RSA_WITH_AES_128_CCM",
-    0xC09D: "TLS_RSA_WITH_AES_256_CCM",
-    0xC09E: "TLS_DHE_RSA_WITH_AES_128_CCM",
-    0xC09F: "TLS_DHE_RSA_WITH_AES_256_CCM",
-    0xC0A0: "TLS_RSA_WITH_AES_128_CCM_8",
-    0xC0A1: "TLS_RSA_WITH_AES_256_CCM_8",
-    0xC0A2: "TLS_DHE_RSA_WITH_AES_128_CCM_8",
-    0xC0A3: "TLS_DHE_RSA_WITH_AES_256_CCM_8",
-    0xC0A4: "TLS_PSK_WITH_AES_128_CCM",
-    0xC0A5: "TLS_PSK_WITH_AES_256_CCM",
-    0xC0A8: "TLS_PSK_WITH_AES_128_CCM_8",
-    0xC0A9: "TLS_PSK_WITH_AES_256_CCM_8",
-    0xC0AC: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM",
-    0xC0AD: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM",
-    0xC0AE: "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
-    0xC0AF: "TLS_ECDHE_ECDSA_WITH_AES_256_CCM_8",
-    0xCCA8: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCA9: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAA: "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAB: "TLS_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAC: "TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-    0xCCAD: "TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256",
-}
-
 _TLS13_NAME = re.compile(r"TLS_(?P<bulk>[A-Z0-9_]+?)_(?P<hash>SHA256|SHA384)")
 _TLS12_NAME = re.compile(r"TLS_\w+?_WITH_(?P<bulk>[A-Z0-9_]+?)(?:_(?P<mac>MD5|SHA|SHA256|SHA384))?")
 
@@ -241,7 +128,24 @@ def _params_from_name(code: int, name: str) -> SuiteParams:
     )
 
 
-SUITES: dict[int, SuiteParams] = {code: _params_from_name(code, n) for code, n in _SUITE_NAMES.items()}
+def _openable(code: int, name: str) -> bool:
+    """A registry suite whose record protection we implement (key exchange and authentication do
+    not matter for decryption, so the parameters are read off the IANA name)."""
+    if 0x1300 <= code <= 0x13FF:
+        m = _TLS13_NAME.fullmatch(name)
+        return m is not None and m["bulk"] in _BULK
+    if "EXPORT" in name:  # 40-bit key derivation is not implemented
+        return False
+    m = _TLS12_NAME.fullmatch(name)
+    if m is None or m["bulk"] not in _BULK:
+        return False
+    return _BULK[m["bulk"]][0] == "aead" or m["mac"] in _MACS
+
+
+#: The suites we open: every entry of the IANA registry whose cipher and MAC are implemented here.
+SUITES: dict[int, SuiteParams] = {
+    code: _params_from_name(code, name) for code, name in CIPHER_SUITES.items() if _openable(code, name)
+}
 
 
 def suite_params(code: int) -> SuiteParams | None:
