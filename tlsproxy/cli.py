@@ -218,17 +218,24 @@ def decryptor_factory(keylog: Any, *, always: bool) -> Any:
 class Outputs:
     """The sinks one command writes to, and their async lifecycle."""
 
-    def __init__(self, ns: argparse.Namespace, *, console: Any = None, save: str | None | bool = True) -> None:
+    def __init__(self, ns: argparse.Namespace, *, console: Any = None, save: str | None | bool = True,
+                 live: bool = False) -> None:
+        """``live``: the transcript is written beside a running relay, so through a
+        :class:`~tlsproxy.sinks.writer.BackgroundWriter` that never blocks it."""
         from tlsproxy.sinks.console import ConsoleSink, make_console
         from tlsproxy.sinks.sessionjson import SessionJsonSink
+        from tlsproxy.sinks.writer import BackgroundWriter
 
         self.sinks: list[Any] = []
         self.json_sinks: list[SessionJsonSink] = []
         self.console_sink: ConsoleSink | None = None
+        self.writer: BackgroundWriter | None = None
         if ns.json:
             self.json_sinks.append(SessionJsonSink(None, stream=sys.stdout))
         else:
-            con = console or make_console(no_color=ns.no_color)
+            if live and console is None:
+                self.writer = BackgroundWriter(sys.stdout)
+            con = console or make_console(no_color=ns.no_color, file=self.writer)
             self.console_sink = ConsoleSink(con, verbose=ns.verbose, hexdump=ns.hexdump, quiet=ns.quiet)
             self.sinks.append(self.console_sink)
         save_path = ns.save if save is True else save
@@ -252,6 +259,8 @@ class Outputs:
             self.console_sink.stop()
         for s in self.json_sinks:
             await s.aclose()
+        if self.writer is not None:
+            self.writer.close(timeout=5.0)
 
 
 def _run_info(command: str, ns: argparse.Namespace, **kw: Any) -> Any:
@@ -284,7 +293,7 @@ async def cmd_run(ns: argparse.Namespace) -> int:
         config = config_from_args(ns)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    outputs = Outputs(ns)
+    outputs = Outputs(ns, live=True)
     options = analysis_options(ns)
     await outputs.start()
     listeners = tuple({"label": s.label, "host": s.host, "port": s.port, "mode": s.mode,
