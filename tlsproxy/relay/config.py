@@ -11,6 +11,8 @@ import fnmatch
 import ipaddress
 from dataclasses import dataclass, field
 
+from tlsproxy.netaddr import format_hostport
+
 MODES = ("fixed", "sni", "connect", "socks5", "transparent")
 #: Modes in which the client chooses the destination: these are open relays without an allow list.
 FORWARD_MODES = frozenset({"sni", "connect", "socks5"})
@@ -89,10 +91,6 @@ class RelayConfig:
     backlog: int = 1024
     high_water: int = HIGH_WATER
     low_water: int = LOW_WATER
-
-
-def format_hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_port(text: str, what: str = "port") -> int:

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+from tlsproxy.netaddr import format_addr
 from tlsproxy.wire.events import Direction
 
 #: How a connection ended (``CloseSummary.how``).
@@ -81,10 +82,7 @@ class NullObserver:
 
 
 def _addr(a: tuple[str, int] | None) -> str:
-    if a is None:
-        return "-"
-    host, port = a[0], a[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_addr(a, "-")
 
 
 class PrintObserver:

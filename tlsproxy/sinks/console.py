@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.text import Text
 
 from tlsproxy.analysis.model import Finding, Severity
+from tlsproxy.netaddr import format_addr as _addr
 from tlsproxy.sinks import render
 from tlsproxy.sinks.render import ConnLabel, SummaryRow, SummaryTally
 from tlsproxy.wire import events as ev
@@ -245,9 +246,3 @@ def _plain_texts(item: RenderableType) -> list[str] | None:
             lines.extend(sub)
         return lines
     return None
-
-
-def _addr(addr: tuple[str, int] | None) -> str:
-    if addr is None:
-        return "?"
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tlsproxy.analysis.model import OUTCOMES, Diagnosis, Finding, Severity
+from tlsproxy.netaddr import format_addr as _addr
 from tlsproxy.sinks.describe import message_dict, message_name, ssl2_spec_name, sslv2_name
 from tlsproxy.wire import events as ev
 from tlsproxy.wire import messages as m
@@ -461,13 +462,6 @@ def render_connection_opened(label: ConnLabel, client: tuple[str, int] | None, s
     if mode:
         head.append(f"  ({mode})", style="dim")
     return head
-
-
-def _addr(addr: tuple[str, int] | None) -> str:
-    if addr is None:
-        return "?"
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _size(n: int) -> str:
