@@ -273,3 +273,18 @@ def test_tls13_upload_without_server_answer_leaves_the_handshake_phase(pki):
     assert len(c2s) >= 7
     assert c2s[0].phase == "handshake" and all(e.phase == "application" for e in c2s[3:])
     assert all(e.payload is None for e in c2s if e.phase == "application")
+
+
+def test_server_sending_its_whole_three_certificate_chain(pki):
+    """Some servers send the root too: all three certificates decode, leaf first."""
+    client, server = contexts(pki, version=TLS12)
+    full = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    full.minimum_version = full.maximum_version = TLS12
+    full.load_cert_chain(pki.server_cert.with_name("server-fullchain.pem"), pki.server_key)
+    session = run_session(client, full)
+    assert session.established
+    cert = _first(messages(feed_all(session.chunks), Direction.S2C), Certificate)
+    chain = (pki.server.leaf, *pki.server.intermediates, pki.server.root)
+    assert [e.info.subject for e in cert.entries] == [c.cert.subject.rfc4514_string() for c in chain]
+    assert [e.info.self_signed for e in cert.entries] == [False, False, True]
+    assert cert.entries[2].info.is_ca is True

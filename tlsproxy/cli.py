@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsproxy import __version__
+from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # analyze/replay/demo: a finding at or above --fail-on was raised
@@ -44,6 +45,16 @@ exit status:
 """
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _output_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
@@ -65,6 +76,9 @@ def _output_options() -> argparse.ArgumentParser:
                    help="the host name the server certificate must match (default: the SNI)")
     a.add_argument("--ca-file", metavar="PEM", help="trust anchors for chain verification (default: the system's)")
     a.add_argument("--keylog", metavar="FILE", help="NSS key log file (SSLKEYLOGFILE) to decrypt sessions")
+    a.add_argument("--max-handshake-size", metavar="BYTES", type=_positive_int, default=DEFAULT_MAX_MESSAGE_SIZE,
+                   help="largest handshake message reassembled; a bigger claim stops that direction's "
+                        f"decoding with a finding (default {DEFAULT_MAX_MESSAGE_SIZE})")
     return p
 
 
@@ -303,7 +317,7 @@ async def cmd_run(ns: argparse.Namespace) -> int:
     keylog = open_keylog(ns, follow=True)
     pipeline = Pipeline(outputs.sinks, options,
                         decryptor_factory=decryptor_factory(keylog.keylog if keylog else None, always=True),
-                        show_data=show_data(ns, keylog))
+                        show_data=show_data(ns, keylog), max_message_size=ns.max_handshake_size)
     pipeline.run_started(run)
     observer = PipelineObserver(pipeline, keylog=keylog)
     ticker = asyncio.create_task(_tick(observer))
@@ -347,7 +361,7 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
     # Always a key log: a pcapng may carry its own secrets (Decryption Secrets Blocks).
     keylog = keylog_file.keylog if keylog_file is not None else KeyLog()
     pipeline = Pipeline(outputs.sinks, options, decryptor_factory=decryptor_factory(keylog, always=False),
-                        show_data=show_data(ns, keylog))
+                        show_data=show_data(ns, keylog), max_message_size=ns.max_handshake_size)
     pipeline.run_started(run)
     failed = False
     try:
@@ -397,7 +411,8 @@ async def cmd_replay(ns: argparse.Namespace) -> int:
     sinks = list(outputs.sinks) + ([memory] if memory is not None else [])
     run = _run_info("replay", ns, source=str(ns.file), listeners=tuple(doc.get("listeners") or ()))
     pipeline = Pipeline([FilterSink(sinks, only_failures=ns.only_failures)], options,
-                        decryptor_factory=stored_decryptor_factory(keylog.keylog if keylog else None))
+                        decryptor_factory=stored_decryptor_factory(keylog.keylog if keylog else None),
+                        max_message_size=ns.max_handshake_size)
     selected = set(ns.connection) if ns.connection else None
     try:
         stats = replay_document(doc, pipeline, run=run, connections=selected)

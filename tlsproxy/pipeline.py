@@ -17,6 +17,7 @@ from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding, Sever
 from tlsproxy.analysis.tracker import AnalysisOptions, Tracker
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo, ConnectionReport, RunInfo, Sink
 from tlsproxy.wire.connection import Decryptor, TLSConnection
+from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE
 from tlsproxy.wire.events import Direction, Event
 
 __all__ = ["ConnectionEnd", "ConnectionInfo", "ConnectionReport", "Pipeline", "RunInfo", "Sink"]
@@ -36,9 +37,12 @@ class Pipeline:
     """Routes each connection's bytes through its own parser and tracker, then to the sinks."""
 
     def __init__(self, sinks: Sequence[Sink], options: AnalysisOptions | None = None,
-                 decryptor_factory: Callable[[], Decryptor | None] | None = None, *, show_data: int = 0) -> None:
+                 decryptor_factory: Callable[[], Decryptor | None] | None = None, *, show_data: int = 0,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         """``decryptor_factory`` makes each connection's key-log decryptor (or ``None``);
-        ``show_data`` asks for the first N bytes of decrypted application data (screen only)."""
+        ``show_data`` asks for the first N bytes of decrypted application data (screen only);
+        ``max_message_size`` caps one handshake message's reassembly."""
+        self.max_message_size = max_message_size
         self.sinks = list(sinks)
         self.options = options or AnalysisOptions()
         self.decryptor_factory = decryptor_factory
@@ -59,7 +63,8 @@ class Pipeline:
 
     def open(self, info: ConnectionInfo) -> None:
         decryptor = self.decryptor_factory() if self.decryptor_factory is not None else None
-        wire = TLSConnection(decryptor=decryptor, show_data=self.show_data if decryptor is not None else 0)
+        wire = TLSConnection(decryptor=decryptor, show_data=self.show_data if decryptor is not None else 0,
+                             max_message_size=self.max_message_size)
         tracker = Tracker(self.options, wall_start=info.wall_start, started=info.started)
         self._conns[info.id] = _Conn(info=info, wire=wire, tracker=tracker)
         for sink in self.sinks:
