@@ -239,21 +239,9 @@ def test_existing_save_file_refused_before_listening(tmp_path: Path):
     assert save.read_text() == "keep me"
 
 
-def test_max_handshake_size_option_reaches_the_parser(tmp_path):
+def test_max_handshake_size_option_reaches_the_parser():
     """`--max-handshake-size` caps reassembly: a corpus certificate bigger than the cap is refused."""
-    import json as _json
-    import subprocess as _sp
-    import sys as _sys
-    from pathlib import Path as _Path
-
-    corpus = _Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-    capture = corpus / "zeek" / "tls1.2.pcap"
-    if not capture.exists():
-        import pytest as _pytest
-
-        _pytest.skip(f"corpus not found at {corpus}")
-    out = _sp.run([_sys.executable, "-m", "tlsproxy", "analyze", "--json", "--max-handshake-size", "1000",
-                   str(capture)], capture_output=True, text=True, timeout=60, cwd=_Path(__file__).resolve().parents[1])
-    doc = _json.loads(out.stdout)
-    text = _json.dumps(doc)
-    assert "over the 1000-byte cap" in text
+    capture = corpus("zeek/tls1.2.pcap")
+    out = subprocess.run([sys.executable, "-m", "tlsproxy", "analyze", "--json", "--max-handshake-size", "1000",
+                          str(capture)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert "over the 1000-byte cap" in json.dumps(json.loads(out.stdout))
