@@ -52,9 +52,10 @@ _ENTRIES: tuple[Entry, ...] = (
                       "the alert usually points at a configuration problem (for example unrecognized_name: the "
                       "server has no certificate for the SNI name).",
           hints=("Warning alerts are often followed by a fatal one or a close; read them together.",)),
-    Entry(code="ALERT_CLOSE_NOTIFY", topic="alerts", severity=I, title="close_notify in plaintext",
+    Entry(code="ALERT_CLOSE_NOTIFY", topic="alerts", severity=I, title="close_notify",
           explanation="A side closed the TLS session cleanly with a close_notify alert that was readable "
-                      "(sent before encryption started, or decrypted with a key log)."),
+                      "(sent before encryption started, or decrypted with a key log); the finding's title says "
+                      "which."),
     Entry(code="ALERT_NOT_ENCRYPTED_BEFORE_KEYS", topic="alerts", severity=I,
           title="Alert sent in plaintext before keys existed",
           explanation="No record can be encrypted before the sender's change_cipher_spec (TLS 1.2 and older) or "
@@ -62,6 +63,14 @@ _ENTRIES: tuple[Entry, ...] = (
                       "This is normal for a handshake that fails early; the alert itself has its own finding.",
           hints=("Tools that call such an alert 'encrypted' are guessing; its level and description are "
                  "exactly what was sent.",)),
+    Entry(code="ALERT_PLAINTEXT_AFTER_KEYS", topic="alerts", severity=I,
+          title="TLS 1.3 alert sent in plaintext after the ServerHello",
+          explanation="In TLS 1.3 both sides have handshake keys once the ServerHello is out, yet this alert "
+                      "came as a plaintext alert record: its sender had not switched its own records to the "
+                      "handshake keys yet. OpenSSL does this when it aborts right after the ServerHello (a "
+                      "client rejecting the server's certificate, for example). The alert is decoded exactly as "
+                      "sent and has its own finding.",
+          hints=("Nothing to fix here; read the alert's own finding for why the handshake ended.",)),
     Entry(code="ALERT_MALFORMED", topic="alerts", severity=W, title="Malformed alert",
           explanation="An alert record whose body is not exactly one (level, description) pair. Whatever bytes "
                       "are there are shown; a peer that sends this is broken or not speaking TLS.",
@@ -86,9 +95,12 @@ _ENTRIES: tuple[Entry, ...] = (
                       "no_renegotiation."),
     # -- closes ---------------------------------------------------------------------------------
     Entry(code="CLOSED_MID_HANDSHAKE", topic="closes", severity=E, title="Closed during the handshake without an alert",
-          explanation="A side closed its direction (TCP FIN) before the handshake finished and without sending "
-                      "an alert. The finding says who and after which step. Servers do this when they refuse a "
-                      "ClientHello silently; clients when they give up on a certificate without telling.",
+          explanation="A side closed its direction (TCP FIN) while it still owed handshake messages, without "
+                      "sending an alert: the handshake cannot complete after that, so that side gave up there, "
+                      "whatever the peer does next (an alert in answer, a reset). The finding says who, after "
+                      "which step and, for a client that had no ServerHello yet, how long after its ClientHello. "
+                      "Servers do this when they refuse a ClientHello silently; clients when they give up on a "
+                      "certificate without telling, or when they hit their own timeout.",
           hints=("The side that closed first is the one to look at; its logs usually say why.",)),
     Entry(code="RESET_MID_HANDSHAKE", topic="closes", severity=E, title="Reset during the handshake",
           explanation="The connection was reset (TCP RST) before the handshake finished. Resets come from the "
@@ -110,8 +122,9 @@ _ENTRIES: tuple[Entry, ...] = (
                       "server (refused, unreachable, timed out). The client then sees its connection closed.",
           hints=("Check the upstream address, port and that the server is listening.",)),
     Entry(code="NO_CLIENT_HELLO", topic="closes", severity=I, title="Closed before any TLS",
-          explanation="The connection closed before the client sent anything: a port check, a health probe or a "
-                      "client that changed its mind."),
+          explanation="The client closed the connection before it sent anything: a port check, a health probe or "
+                      "a client that changed its mind. A server that answers such an empty connection with an "
+                      "alert (OpenSSL sends decode_error) is reacting to it; the finding says so."),
     Entry(code="CONNECTION_IDLE_TIMEOUT", topic="closes", severity=W, title="Idle timeout during the handshake",
           explanation="The connection was closed after sitting idle before the handshake completed: one side "
                       "was waiting for the other, which never answered."),
@@ -253,11 +266,15 @@ _ENTRIES: tuple[Entry, ...] = (
           explanation="Certificates are not sent leaf first with each one issued by the next (RFC 5246 7.4.2). "
                       "Many clients cope; some (older Java, embedded stacks) fail.",
           hints=("Concatenate the chain file leaf first, then each issuer in turn.",)),
-    Entry(code="CHAIN_INCOMPLETE", topic="certificates", severity=W, title="Chain does not reach a root",
-          explanation="The chain ends at a certificate that is not a CA and not self-signed: its issuer was not "
-                      "sent, most likely a missing intermediate. Browsers may fetch it (AIA); most other clients "
-                      "fail with unknown_ca.",
-          hints=("Configure the server with the full chain (leaf + intermediates).",)),
+    Entry(code="CHAIN_INCOMPLETE", topic="certificates", severity=W, title="Chain ends without its issuer",
+          explanation="The chain ends at a certificate that is not a CA and not self-signed, and its issuer was "
+                      "not sent. That is fine when the peer has that issuer as a trust anchor (a private CA that "
+                      "issues directly, usual for client certificates); otherwise it is a missing intermediate: "
+                      "browsers may fetch it (AIA), most other clients fail with unknown_ca. Not reported when "
+                      "path validation against --ca-file or the system store succeeded, nor for a client "
+                      "certificate whose issuer the server named in its CertificateRequest. A warning when "
+                      "path validation failed, otherwise information.",
+          hints=("If the issuer is an intermediate CA, configure the full chain (leaf + intermediates).",)),
     Entry(code="CHAIN_UNRELATED", topic="certificates", severity=W, title="Unrelated certificate in chain",
           explanation="A certificate in the chain did not issue the one before it: a leftover or wrong "
                       "intermediate.",

@@ -285,8 +285,10 @@ def chain_order_problems(chain: Sequence[CertificateInfo]) -> tuple[ChainProblem
     """Problems with how the chain was assembled, judged by names alone (no trust store).
 
     Each certificate should be issued by the one after it (RFC 5246 section 7.4.2; TLS 1.3
-    tolerates disorder but still wants the leaf first).  The root may be left out, but a chain
-    that ends at a non-CA certificate is almost always a server that forgot its intermediate.
+    tolerates disorder but still wants the leaf first).  The root may be left out; a chain that
+    ends at a non-CA certificate whose issuer was not sent is either a forgotten intermediate or a
+    leaf issued directly by a root the peer holds (private PKIs, client certificates): the caller
+    tells them apart with path validation or the CertificateRequest's CA names.
     """
     if not chain:
         return (ChainProblem(code="chain_empty", message="the peer sent an empty certificate chain"),)
@@ -351,8 +353,8 @@ def chain_order_problems(chain: Sequence[CertificateInfo]) -> tuple[ChainProblem
     elif end.is_ca is not True:
         problems.append(ChainProblem(
             code="chain_missing_intermediate",
-            message=f"the chain ends at {_who(end, end_index)}, which is not a CA certificate; its issuer "
-                    f"{end.issuer} was not sent (likely a missing intermediate)",
+            message=f"the chain ends at {_who(end, end_index)}, which is not a CA certificate, and its issuer "
+                    f"{end.issuer} was not sent",
             index=end_index))
     return tuple(problems)
 

@@ -66,7 +66,7 @@ from tlsproxy.wire.messages import (
 from tlsproxy.wire.registry import TLS1_3, is_tls13_variant
 from tlsproxy.wire.sslv2 import SSL2_MT_CLIENT_HELLO, SSL2_MT_SERVER_HELLO, SSLv2ClientHello
 
-__all__ = ["AnalysisOptions", "Tracker", "system_trust_loader"]
+__all__ = ["AnalysisOptions", "HangUp", "Tracker", "system_trust_loader"]
 
 # Bounds on what a connection remembers: a renegotiating or hostile peer must not grow them.
 _MAX_MESSAGES = 64  # handshake messages kept per connection (a full handshake has ~12)
@@ -126,6 +126,25 @@ class AlertSeen:
     interpretation: object = None  # rules.alerts.Interpretation
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HangUp:
+    """A side closed its direction (FIN) while it still owed handshake messages: the handshake could
+    not complete after that, so this is where that side gave up, whatever the peer did next (an
+    alert in answer, a reset).  The state is kept as it was at that moment, because the diagnosis
+    must not read the step and the turn from what happened afterwards."""
+
+    side: str  # "client" | "server"
+    at: float
+    seq: int
+    step: str  # Tracker.step_text() then
+    turn: str | None  # whose turn it was then (stalls.waiting)
+    owed: str
+    server_hello: bool  # a ServerHello (or SSL 2.0 SERVER-HELLO) had arrived, even one we could not decode
+    sent_nothing: bool  # the side had not sent a single byte
+    since_client_hello: float | None  # seconds from the first ClientHello to the close
+    since_start: float  # seconds from the connection's start to the close
+
+
 @dataclass(slots=True)
 class Side:
     """What one direction did."""
@@ -145,8 +164,11 @@ class Side:
     app_records: int = 0
     app_bytes: int = 0
     last_app_at: float | None = None
+    last_app_seq: int | None = None
     close_notify: bool = False
+    close_notify_seq: int | None = None  # the (decoded or inferred) close_notify's event
     eof_at: float | None = None
+    eof_seq: int | None = None
     pending: PendingAlert | None = None
     certs: tuple[CertificateInfo, ...] | None = None
     certificate_msg: Certificate | None = None
@@ -207,6 +229,7 @@ class Tracker:
         self.progress_at: float = started
         self.stall_reported: set[str] = set()
         self.first_eof: Direction | None = None
+        self.hang_up: HangUp | None = None  # see HangUp
         self.end_how: str | None = None
         self.end_by: str | None = None
         self.end_reason: str | None = None
@@ -332,14 +355,29 @@ class Tracker:
             out += nottls.on_starttls(self, seq, event)
         elif isinstance(event, ev.EndOfStream):
             side.eof_at = event.at
+            side.eof_seq = seq
             if self.first_eof is None:
                 self.first_eof = event.direction
+                self._note_hang_up(seq, event)
             out += alerts.resolve_pending(self, side, closing=True)
         else:
             out += protocol.on_other(self, seq, event)
         self.findings.extend(out)
         self._diagnosis = None
         return out
+
+    def _note_hang_up(self, seq: int, event: ev.EndOfStream) -> None:
+        who = event.direction.sender
+        if self.hang_up is not None or not stalls.owes_handshake(self, who):
+            return
+        turn, owed = stalls.waiting(self)
+        ch = self.client_hello_at
+        self.hang_up = HangUp(side=who, at=event.at, seq=seq, step=self.step_text(), turn=turn, owed=owed,
+                              server_hello=(self.server_hello is not None or self.sslv2
+                                            or HandshakeType.server_hello in self.server.messages),
+                              sent_nothing=not self.side(event.direction).bytes_seen,
+                              since_client_hello=None if ch is None else max(0.0, event.at - ch),
+                              since_start=max(0.0, event.at - self.started))
 
     def on_end(self, *, how: str, by: str | None, reason: str | None, at: float) -> list[Finding]:
         self.end_how, self.end_by, self.end_reason, self.end_at = how, by, reason, at
@@ -483,6 +521,7 @@ class Tracker:
         side.app_records += 1
         side.app_bytes += rec.length
         side.last_app_at = rec.at
+        side.last_app_seq = side.last_seq
 
     def _on_ccs(self, seq: int, event: ev.ChangeCipherSpec, side: Side, out: list[Finding]) -> None:
         if not event.valid:

@@ -64,13 +64,17 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
     how = "decrypted with the key log" if a.decrypted else "plaintext"
     if a.decrypted:
         replaces_guess(t, d)
+    elif t.tls13 and t.server_hello is not None:
+        out.append(make_finding(
+            "ALERT_PLAINTEXT_AFTER_KEYS",
+            f"The {sender} sent {label(a.description)} as a plaintext alert record after the ServerHello, although "
+            f"handshake keys existed by then: its sender had not switched its own records to them yet (OpenSSL "
+            f"does this when it aborts right after the ServerHello, e.g. a client rejecting the server's "
+            f"certificate). It is decoded as sent (bytes {a.raw.hex(' ') or 'none'}).",
+            direction=d, seq=seq, at=a.at))
     else:
-        if t.tls13 and t.server_hello is not None:
-            before = ("as a plaintext alert record after the ServerHello: its sender had not switched to its "
-                      "handshake keys yet (OpenSSL clients do this when they reject the server's flight)")
-        else:
-            before = (f"before the {sender}'s change_cipher_spec" if t.server_hello is not None and not t.tls13
-                      else "before the ServerHello") + ", when no keys for its records could exist"
+        before = (f"before the {sender}'s change_cipher_spec" if t.server_hello is not None and not t.tls13
+                  else "before the ServerHello") + ", when no keys for its records could exist"
         out.append(make_finding(
             "ALERT_NOT_ENCRYPTED_BEFORE_KEYS",
             f"The {sender} sent {label(a.description)} {before}: it is plaintext and decoded as such "
@@ -97,7 +101,10 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
         t.alerts.append(seen)
     if desc == CLOSE_NOTIFY:
         side.close_notify = True
+        if side.close_notify_seq is None:
+            side.close_notify_seq = seq
         out.append(make_finding("ALERT_CLOSE_NOTIFY", f"The {sender} sent close_notify ({how}) {step}.",
+                                title=f"close_notify ({'decrypted' if a.decrypted else 'in plaintext'})",
                                 direction=d, seq=seq, at=a.at))
         return out
     if desc == NO_CERTIFICATE and d is Direction.C2S and not fatal:
@@ -113,7 +120,7 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
     meaning = alert_meaning(desc) if desc is not None else ""
     level = {1: "warning", 2: "fatal"}.get(a.level or 0, f"level {a.level}")
     if fatal:
-        interp = interpret(t, d, desc, step)
+        interp = interpret(t, d, desc, step, seq=seq)
         seen.interpretation = interp
         if t.first_fatal is None:
             t.first_fatal = seen
@@ -239,6 +246,8 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
         return []  # a small TLS 1.3 record that was not the last word: just data
     if not p.during_handshake:
         side.close_notify = True
+        if side.close_notify_seq is None:
+            side.close_notify_seq = p.seq
         kind = "encrypted alert" if p.certain_alert else "encrypted record of alert size"
         return [make_finding(
             "ALERT_ENCRYPTED_CLOSE",
@@ -327,7 +336,30 @@ _CLIENT_CERT_MISSING_CHECKS = (
 )
 
 
-def interpret(t: Tracker, d: Direction, desc: int | None, step: str) -> Interpretation:
+def reaction_to_hang_up(t: Tracker, d: Direction, desc: int | None, seq: int | None) -> Interpretation | None:
+    """An alert sent after the peer had already closed its direction mid-handshake (``Tracker.hang_up``)
+    answers that close: the peer gave up first, the alert is only the reaction to it."""
+    h = t.hang_up
+    if h is None or seq is None or h.seq > seq or h.side == d.sender:
+        return None
+    empty = h.sent_nothing and h.side == "client"
+    what = "an empty connection" if empty else f"the {h.side}'s hang-up"
+    owed = f", while it still owed {h.owed}" if h.turn == h.side and h.owed else ""
+    closed = ("had closed the connection without sending a byte" if empty
+              else f"had already closed its side of the connection (FIN) {h.step}{owed}")
+    return Interpretation(
+        "alert",
+        f"The {d.sender} answered {what} with {label(desc)}: the {h.side} {closed}; the alert is the "
+        f"{d.sender}'s reaction, not the cause.",
+        (f"Look at the {h.side}: it closed first; its log or error message says why.",))
+
+
+def interpret(t: Tracker, d: Direction, desc: int | None, step: str, *, seq: int | None = None) -> Interpretation:
+    """What a decoded fatal alert means; ``seq`` (its event) lets an alert that answers the peer's
+    earlier hang-up read as the reaction it is."""
+    reaction = reaction_to_hang_up(t, d, desc, seq)
+    if reaction is not None:
+        return reaction
     sender = d.sender
     by_server = d is Direction.S2C
     no_sh = t.server_hello is None and not t.sslv2

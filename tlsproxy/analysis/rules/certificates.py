@@ -8,7 +8,7 @@ per (chain, time to the minute, trust bundle): a capture repeats the same chain 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -92,8 +92,14 @@ def check_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: Sequence[C
         if info.errors:
             add("CERT_UNPARSABLE", f"certificate {index}: fields that could not be read: {'; '.join(info.errors)}",
                 severity=Severity.warning)
+    trusted: bool | None = None
+    if not client:
+        trust_findings, trusted = _trust(t, seq, hs, chain, now)
     for p in chainlib.chain_order_problems(chain):
         if p.code == "chain_empty":
+            continue
+        if p.code == "chain_missing_intermediate":
+            _issuer_not_sent(t, chain, p, client=client, trusted=trusted, add=add, out=out, seq=seq, hs=hs)
             continue
         add(_CODES.get(p.code, "CHAIN_UNRELATED"), p.message)
     leaf = chain[0]
@@ -108,8 +114,40 @@ def check_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: Sequence[C
             if eku and "serverAuth" not in eku and "anyExtendedKeyUsage" not in eku:
                 add("CERT_NO_SERVER_AUTH_EKU", f"the leaf's extended key usage is {', '.join(eku)}, without serverAuth")
             out += _hostname(t, seq, hs, leaf, problems)
-            out += _trust(t, seq, hs, chain, now, problems)
+    if not client:
+        out += trust_findings
+        if any(f.code == "CERT_UNTRUSTED" for f in trust_findings):
+            problems.append(f"not trusted: {t.server_chain_verified}")  # after the others, as before
     return out
+
+
+def _issuer_not_sent(t: Tracker, chain: Sequence[CertificateInfo], p: chainlib.ChainProblem, *, client: bool,
+                     trusted: bool | None, add: Callable[..., None], out: list[Finding], seq: int,
+                     hs: ev.HandshakeMessage) -> None:
+    """CHAIN_INCOMPLETE, only where it may matter: a leaf issued straight by a root the peer holds is
+    normal (private PKIs, client certificates), so it is left out when path validation succeeded or
+    when the server named that issuer in its CertificateRequest."""
+    if trusted:
+        return
+    end = chain[p.index] if p.index is not None and 0 <= p.index < len(chain) else chain[0]
+    if not client:
+        # A warning and a candidate cause: nothing shows the client holds that issuer.
+        add("CHAIN_INCOMPLETE", f"{p.message}: a missing intermediate, unless the client has that issuer as a "
+            f"trust anchor (a private CA that issues directly)")
+        return
+    cr = t.cert_request
+    names = cr.certificate_authorities if cr is not None else ()
+    if end.issuer is not None and names and chainlib.normalize_dn(end.issuer) in {chainlib.normalize_dn(n)
+                                                                                  for n in names}:
+        return  # the server asked for certificates from exactly that CA
+    text = (f"{p.message}; fine if the server has that CA (client certificates are often issued directly by a "
+            f"private root), otherwise a missing intermediate")
+    if names:
+        # The CA-name mismatch is reported on its own and is the likelier cause: information only.
+        out.append(make_finding("CHAIN_INCOMPLETE", f"Client chain: {text}.", title=f"{_title('CHAIN_INCOMPLETE')} "
+                                "(client)", direction=hs.direction, seq=seq, at=hs.at, severity=Severity.info))
+        return
+    add("CHAIN_INCOMPLETE", text, Severity.info)
 
 
 def _title(code: str) -> str:
@@ -147,23 +185,27 @@ def _hostname(t: Tracker, seq: int, hs: ev.HandshakeMessage, leaf: CertificateIn
                          f"subjectAltName (DNS/IP names: {names}{cn}).", direction=hs.direction, seq=seq, at=hs.at)]
 
 
-def _trust(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: Sequence[CertificateInfo], now: datetime,
-           problems: list[str]) -> list[Finding]:
+def _trust(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: Sequence[CertificateInfo],
+           now: datetime) -> tuple[list[Finding], bool | None]:
+    """Path validation of the server chain: (findings, True when it validated, False when it did
+    not, None when it could not run).  The finding's problem is added to the diagnosis's list by
+    the caller, after the others."""
     trust = t.trust()
     if trust is None or any(c.parse_error is not None for c in chain):
-        return []
+        return [], None
     ders = tuple(c.der for c in chain)
     minute = now.replace(second=0, microsecond=0)
     ok, code, reason = _verify(ders, minute, trust)
     if ok:
-        return []
+        return [], True
+    if code in ("no_trust_store", "no_trust_anchors"):
+        return [], None
     t.server_chain_verified = reason
-    if code in ("expired", "hostname_mismatch", "no_subject_alt_name", "no_trust_store", "no_trust_anchors"):
-        return []  # already reported by a more specific check, or nothing to check against
-    problems.append(f"not trusted: {reason}")
+    if code in ("expired", "hostname_mismatch", "no_subject_alt_name"):
+        return [], False  # already reported by a more specific check
     source = "--ca-file" if t.options.trust_pems is not None else "the system trust store"
     return [make_finding("CERT_UNTRUSTED", f"Path validation against {source} failed: {reason}.",
-                         direction=hs.direction, seq=seq, at=hs.at)]
+                         direction=hs.direction, seq=seq, at=hs.at)], False
 
 
 @lru_cache(maxsize=512)

@@ -49,8 +49,26 @@ def waiting(t: Tracker) -> tuple[str | None, str]:
     return None, ""
 
 
+def owes_handshake(t: Tracker, who: str) -> bool:
+    """Whether ``who`` still had handshake messages of its own to send: a side that closes its
+    direction then can no longer complete the handshake, so its close is where it gave up.  A TLS 1.3
+    client is done after its Finished flight (the server's verdict may still come), a TLS 1.2 side
+    after its Finished."""
+    if t.complete or t.sslv2:
+        return False
+    if who == "client":
+        if t.client_hello is None and t.sslv2_hello is None:
+            return True
+        if t.client.finished or (t.tls13 and t.client_flight_at is not None):
+            return False
+        return True
+    if t.server_hello is None:
+        return True
+    return not t.server.finished
+
+
 def check(t: Tracker, now: float) -> list[Finding]:
-    if t.complete or t.end_how is not None or t.first_fatal is not None:
+    if t.complete or t.end_how is not None or t.first_fatal is not None or t.hang_up is not None:
         return []
     if t.client.not_tls is not None or t.server.not_tls is not None:
         return []
