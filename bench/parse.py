@@ -5,7 +5,7 @@
 Prints MB/s for a long TLS 1.2 application-data stream fed in 64 KiB chunks (only record headers
 are read: target >= 1 GB/s), and complete handshakes decoded per second on one core, certificates
 included (target >= 2,000/s), both with the certificate cache warm (the same server seen again, as
-in a capture or a proxy) and cold.
+in a capture or a proxy) and cold.  Figures are the best of 5 rounds in process CPU time.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from _peers import contexts, make_pki, run_session, tmpdir
 from tlsproxy.wire import certs
 from tlsproxy.wire.connection import TLSConnection
 from tlsproxy.wire.events import Direction
+
+# Each figure is the best of this many rounds, in CPU time of this process: on a shared VM, wall
+# time mostly measures the neighbours.
+REPEATS = 5
 
 
 def bulk(megabytes: int) -> float:
@@ -40,14 +44,16 @@ def bulk(megabytes: int) -> float:
     chunk = 64 * 1024
     pieces = [app[i : i + chunk] for i in range(0, len(app), chunk)]
     rounds = max(1, megabytes // 16)
-    total = 0
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for p in pieces:
-            conn.feed(Direction.C2S, p, at=0.0)
-            total += len(p)
-    elapsed = time.perf_counter() - start
-    return total / elapsed / 1e6
+    best = 0.0
+    for _ in range(REPEATS):
+        total = 0
+        start = time.process_time()
+        for _ in range(rounds):
+            for p in pieces:
+                conn.feed(Direction.C2S, p, at=0.0)
+                total += len(p)
+        best = max(best, total / (time.process_time() - start) / 1e6)
+    return best
 
 
 def handshakes(n: int, version: ssl.TLSVersion, *, cold: bool) -> float:
@@ -55,17 +61,20 @@ def handshakes(n: int, version: ssl.TLSVersion, *, cold: bool) -> float:
     client, server = contexts(pki, version=version, require_client_cert=True, client_has_cert=True)
     session = run_session(client, server)
     chunks = session.chunks
-    start = time.perf_counter()
-    for _ in range(n):
-        if cold:
-            certs._decode_certificate.cache_clear()  # noqa: SLF001 - measuring the cold path
-            certs._decode_distinguished_name.cache_clear()  # noqa: SLF001
-        conn = TLSConnection()
-        for d, c in chunks:
-            conn.feed(d, c, at=0.0)
-        conn.feed(Direction.C2S, b"", at=0.0)
-        conn.feed(Direction.S2C, b"", at=0.0)
-    return n / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(REPEATS):
+        start = time.process_time()
+        for _ in range(n):
+            if cold:
+                certs._decode_certificate.cache_clear()  # noqa: SLF001 - measuring the cold path
+                certs._decode_distinguished_name.cache_clear()  # noqa: SLF001
+            conn = TLSConnection()
+            for d, c in chunks:
+                conn.feed(d, c, at=0.0)
+            conn.feed(Direction.C2S, b"", at=0.0)
+            conn.feed(Direction.S2C, b"", at=0.0)
+        best = max(best, n / (time.process_time() - start))
+    return best
 
 
 def main() -> None:

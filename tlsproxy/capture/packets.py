@@ -18,7 +18,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from tlsproxy.capture.pcap import RawPacket, frozen_builder
+from tlsproxy.capture.pcap import RawPacket
+from tlsproxy.fastbuild import frozen_builder
 
 __all__ = ["TcpSegment", "PacketDecoder", "DecodeStats", "parse_tcp_options", "format_endpoint",
            "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]

@@ -36,7 +36,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from tlsproxy.capture.packets import ACK, FIN, RST, SYN, TcpSegment, format_endpoint
-from tlsproxy.capture.pcap import frozen_builder
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire.events import Direction
 
 __all__ = [

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from collections import deque
 from typing import Any, Protocol
 
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire import events as ev
 from tlsproxy.wire.events import ContentType, Direction
 from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE, HandshakeReassembler, RawHandshake
@@ -130,6 +131,7 @@ class TLSConnection:
         self.decryptor = decryptor
         self.show_data = show_data
         self._client_flight_started = False
+        self._null_mac: int | None = None
         # Records waiting for their secrets, both directions in arrival order, so that when the
         # secrets come the analyzer sees the messages in the order the peers sent them.
         self._held: deque[tuple[Direction, RawRecord]] = deque()
@@ -203,7 +205,7 @@ class TLSConnection:
     def _is_protected(self, direction: Direction, ctype: int) -> bool:
         side = self._sides[direction]
         st = self.state
-        if st.tls13:
+        if st.version is not None and (st.version == TLS1_3 or st.version >> 8 == 0x7F):
             return ctype == ContentType.application_data
         if side.encrypted:
             return True
@@ -229,14 +231,13 @@ class TLSConnection:
 
     def _null_mac_length(self) -> int | None:
         """A TLS <= 1.2 NULL-cipher suite protects with a MAC only: the content is readable
-        without keys, followed by this many MAC bytes."""
+        without keys, followed by this many MAC bytes (set when the ServerHello is seen)."""
+        return self._null_mac
+
+    def _suite_chosen(self) -> None:
         st = self.state
-        if st.tls13 or st.cipher_suite is None:
-            return None
-        info = cipher_suite_info(st.cipher_suite)
-        if info is None or not info.null_cipher:
-            return None
-        return _MAC_LENGTHS.get(info.mac)
+        info = None if st.tls13 or st.cipher_suite is None else cipher_suite_info(st.cipher_suite)
+        self._null_mac = _MAC_LENGTHS.get(info.mac) if info is not None and info.null_cipher else None
 
     def _phase(self, direction: Direction, ctype: int) -> str:
         st = self.state
@@ -266,12 +267,11 @@ class TLSConnection:
             phase = self._phase(direction, ctype)
             if not tls13:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
                 self._infer_finished(direction, ctype)
-            out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
-                                 version=rec.version, length=rec.length, encrypted=True, phase=phase,
-                                 payload=self._keep_ciphertext(direction, phase, rec.payload)))
+            out.append(_record(direction, rec.offset, at, ctype, rec.version, rec.length, True, phase, False, None,
+                               self._keep_ciphertext(direction, phase, rec.payload)))
             return
-        out.append(ev.Record(direction=direction, offset=rec.offset, at=at, content_type=ctype,
-                             version=rec.version, length=rec.length, payload=rec.payload))
+        out.append(_record(direction, rec.offset, at, ctype, rec.version, rec.length, False, "", False, None,
+                           rec.payload))
         payload = rec.payload
         if payload is None:  # plaintext application data: only its length matters
             return
@@ -473,6 +473,7 @@ class TLSConnection:
             st.server_hello = message
             st.version = message.selected_version
             st.cipher_suite = message.cipher_suite
+            self._suite_chosen()
             if dec is not None:
                 dec.set_server_hello(message.random, st.version, message.cipher_suite)
                 ch = st.client_hello
@@ -588,6 +589,12 @@ class TLSConnection:
                                       reason=f"stream ended inside a handshake message "
                                              f"({side.handshake.pending} bytes buffered)"))
         return out
+
+
+# Records are the one event per record, bulk traffic included: built positionally (see fastbuild).
+# Fields: direction, offset, at, content_type, version, length, encrypted, phase, decrypted,
+# inner_type, payload.
+_record = frozen_builder(ev.Record)
 
 
 def _heartbeat(direction: Direction, payload: bytes, offset: int, at: float) -> ev.Heartbeat:

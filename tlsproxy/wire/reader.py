@@ -52,13 +52,20 @@ class Reader:
         self._pos = pos + n
         return pos
 
+    # u8, u16 and bytes are the hot path of every decoder: the bounds check is inlined.
     def u8(self, field: str) -> int:
-        pos = self._need(1, field)
+        pos = self._pos
+        if pos >= self._end:
+            self._need(1, field)
+        self._pos = pos + 1
         return self._data[pos]
 
     def u16(self, field: str) -> int:
-        pos = self._need(2, field)
-        return _U16.unpack_from(self._data, pos)[0]
+        pos = self._pos
+        if pos + 2 > self._end:
+            self._need(2, field)
+        self._pos = pos + 2
+        return (self._data[pos] << 8) | self._data[pos + 1]
 
     def u24(self, field: str) -> int:
         pos = self._need(3, field)
@@ -70,7 +77,10 @@ class Reader:
         return _U32.unpack_from(self._data, pos)[0]
 
     def bytes(self, n: int, field: str) -> bytes:
-        pos = self._need(n, field)
+        pos = self._pos
+        if pos + n > self._end:
+            self._need(n, field)
+        self._pos = pos + n
         return bytes(self._data[pos : pos + n])
 
     def rest(self) -> bytes:
