@@ -483,57 +483,53 @@ def outcome_style(outcome: str) -> str:
     return "bold red"
 
 
-def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
-                     findings: Sequence[Finding] = (), end: Any = None) -> RenderableType:
-    """The panel shown when a connection closes: outcome, who gave up where, cause, what to check."""
-    body: list[RenderableType] = []
-    outcome = Text()
-    outcome.append("outcome: ", style="bold")
-    outcome.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
-    if not diagnosis.certain:
-        outcome.append(" (inferred)", style="dim")
+def diagnosis_lines(diagnosis: Diagnosis, *, findings: Sequence[Finding] = (),
+                    end: Any = None) -> list[tuple[str, str, str]]:
+    """The diagnosis as ``(label, text, style)`` lines, shared by the panel and the plain form:
+    outcome, who gave up where, cause, what to check, offer against choice, timings, the close."""
+    out: list[tuple[str, str, str]] = []
+    outcome = diagnosis.outcome + (" (inferred)" if not diagnosis.certain else "")
     meaning = OUTCOMES.get(diagnosis.outcome)
-    if meaning:
-        outcome.append(f" — {meaning}", style="dim")
-    body.append(outcome)
+    out.append(("outcome: ", outcome + (f" — {meaning}" if meaning else ""), outcome_style(diagnosis.outcome)))
     if (diagnosis.gave_up or diagnosis.step) and diagnosis.outcome not in _OK_OUTCOMES:
-        who = Text()
         if diagnosis.gave_up:
-            who.append("gave up: ", style="bold")
-            who.append(diagnosis.gave_up + (f" {diagnosis.step}" if diagnosis.step else ""))
+            out.append(("gave up: ", diagnosis.gave_up + (f" {diagnosis.step}" if diagnosis.step else ""), ""))
         else:  # nobody gave up (yet): the capture or the watch ended
-            who.append("stopped: ", style="bold")
-            who.append(diagnosis.step or "")
-        body.append(who)
+            out.append(("stopped: ", diagnosis.step or "", ""))
     if diagnosis.cause:
-        cause = Text()
-        cause.append("cause: ", style="bold")
-        cause.append(diagnosis.cause)
-        body.append(cause)
+        out.append(("cause: ", diagnosis.cause, ""))
     if diagnosis.checks:
-        body.append(Text("check:", style="bold"))
-        for i, check in enumerate(diagnosis.checks, 1):
-            body.append(Text(f"  {i}. {check}"))
+        out.append(("check:", "", ""))
+        out.extend(("", f"  {i}. {check}", "") for i, check in enumerate(diagnosis.checks, 1))
     if diagnosis.negotiation:
-        body.append(Text("negotiation (offered → chosen):", style="bold"))
-        for key, value in diagnosis.negotiation.items():
-            line = Text(f"  {key}: ")
-            line.append(_neg_value(value))
-            body.append(line)
+        out.append(("negotiation (offered → chosen):", "", ""))
+        out.extend(("", f"  {key}: {_neg_value(value)}", "") for key, value in diagnosis.negotiation.items())
     if diagnosis.timings:
-        t = Text("timings: ", style="bold")
-        t.append(", ".join(f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()))
-        body.append(t)
+        out.append(("timings: ", ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()), ""))
     counts = _count(findings)
     if any(counts.values()):
-        body.append(Text(f"findings: {counts[Severity.error]} error, {counts[Severity.warning]} warning, "
-                         f"{counts[Severity.info]} info", style="dim"))
+        out.append(("", f"findings: {counts[Severity.error]} error, {counts[Severity.warning]} warning, "
+                        f"{counts[Severity.info]} info", "dim"))
     if end is not None:
         closed = f"closed: {end.how}" + (f" by {end.by}" if end.by else "") + \
             f"; {_size(end.bytes_c2s)} C→S, {_size(end.bytes_s2c)} C←S"
         if getattr(end, "reason", None):
             closed += f" ({end.reason})"
-        body.append(Text(closed, style="dim"))
+        out.append(("", closed, "dim"))
+    return out
+
+
+def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
+                     findings: Sequence[Finding] = (), end: Any = None) -> RenderableType:
+    """The panel shown when a connection closes (on a terminal)."""
+    body: list[RenderableType] = []
+    for head, text, style in diagnosis_lines(diagnosis, findings=findings, end=end):
+        line = Text()
+        if head:
+            line.append(head, style="bold")
+        if text:
+            line.append(text, style=style if head.startswith("outcome") or style == "dim" else "")
+        body.append(line)
     title = Text(f"#{label.id} ", style=f"bold {conn_style(label.id)}")
     title.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
     if title_extra:
@@ -543,23 +539,11 @@ def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str
 
 
 def render_diagnosis_plain(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
-                           findings: Sequence[Finding] = (), end: Any = None) -> RenderableType:
+                           findings: Sequence[Finding] = (), end: Any = None) -> Text:
     """The diagnosis as plain indented lines, for pipes and files (no box to crop long lines)."""
-    panel = render_diagnosis(label, diagnosis, title_extra=title_extra, findings=findings, end=end)
-    assert isinstance(panel, Panel)
-    head = Text(f"#{label.id} ", style=f"bold {conn_style(label.id)}")
-    head.append("diagnosis ", style="bold")
-    head.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
-    if title_extra:
-        head.append(f"  {title_extra}")
-    lines: list[RenderableType] = [head]
-    body = panel.renderable
-    for item in body.renderables if isinstance(body, Group) else [body]:
-        if isinstance(item, Text):
-            line = Text("    ")
-            line.append_text(item)
-            lines.append(line)
-    return Group(*lines)
+    head = f"#{label.id} diagnosis {diagnosis.outcome}" + (f"  {title_extra}" if title_extra else "")
+    lines = [head] + [f"    {h}{t}" for h, t, _ in diagnosis_lines(diagnosis, findings=findings, end=end)]
+    return Text("\n".join(lines))
 
 
 def render_diagnosis_line(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "") -> Text:
