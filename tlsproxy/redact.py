@@ -27,6 +27,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from tlsproxy.wire.certs import parse_dn, unescape_dn_value
+
 __all__ = ["Pseudonyms", "redact_document"]
 
 # Keys whose values are raw bytes (or identify them); dropped outright.
@@ -187,7 +189,7 @@ class Pseudonyms:
         too, so a sentence quoting it is rewritten in one piece."""
         if not text or text.startswith("<"):  # "<undecodable DN: N bytes>" names nothing
             return text
-        rdns = _parse_dn(text)
+        rdns = parse_dn(text)
         if rdns is None:
             if self.collecting:
                 self._note(text)
@@ -200,7 +202,7 @@ class Pseudonyms:
                 if value.startswith("#"):  # BER-encoded value: opaque
                     new = self.opaque(value, "value")
                 else:
-                    new = _escape_dn_value(self.attribute(kind, _unescape_dn_value(value)))
+                    new = _escape_dn_value(self.attribute(kind, unescape_dn_value(value)))
                 attrs.append(f"{kind}={new}")
             parts.append("+".join(attrs))
         if self.collecting:
@@ -284,58 +286,6 @@ def _ipv4_pseudonym(n: int) -> str:
 
 
 # -- distinguished names -------------------------------------------------------------------------
-
-
-def _parse_dn(text: str) -> list[list[tuple[str, str]]] | None:
-    """RFC 4514 text -> RDNs of (type, escaped value); None when it does not parse."""
-    rdns: list[list[tuple[str, str]]] = [[]]
-    current: list[str] = []
-    escaped = False
-
-    def end_attribute() -> bool:
-        kind, sep, value = "".join(current).partition("=")
-        if not sep or not kind.strip():
-            return False
-        rdns[-1].append((kind.strip(), value))
-        current.clear()
-        return True
-
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            current.append(char)
-            escaped = True
-        elif char in ",+":
-            if not end_attribute():
-                return None
-            if char == ",":
-                rdns.append([])
-        else:
-            current.append(char)
-    if escaped or not end_attribute():
-        return None
-    return rdns
-
-
-def _unescape_dn_value(value: str) -> str:
-    out = bytearray()
-    i = 0
-    while i < len(value):
-        char = value[i]
-        if char == "\\" and i + 1 < len(value):
-            pair = value[i + 1 : i + 3]
-            if len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
-                out.append(int(pair, 16))
-                i += 3
-                continue
-            out += value[i + 1].encode()
-            i += 2
-            continue
-        out += char.encode()
-        i += 1
-    return out.decode("utf-8", "replace")
 
 
 def _escape_dn_value(value: str) -> str:

@@ -39,7 +39,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 
-from tlsproxy.wire.certs import DN_ATTRIBUTE_NAMES, CertificateInfo, decode_certificate
+from tlsproxy.wire.certs import (
+    DN_ATTRIBUTE_NAMES,
+    CertificateInfo,
+    decode_certificate,
+    parse_dn,
+    unescape_dn_value,
+)
 
 __all__ = [
     "EXPIRY_WARNING",
@@ -202,58 +208,21 @@ _DN_TYPES = {
     "uid": "0.9.2342.19200300.100.1.1",
     **{name.lower(): oid.dotted_string for oid, name in DN_ATTRIBUTE_NAMES.items()},
 }
-_DN_SPECIAL = re.compile(r"\\([0-9a-fA-F]{2}|.)")
 
 
 @lru_cache(maxsize=1024)
 def _normalize_dn(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
-    try:
-        rdns = []
-        for rdn in _split_unescaped(dn, ","):
-            attrs = []
-            for attr in _split_unescaped(rdn, "+"):
-                kind, sep, value = attr.partition("=")
-                if not sep:
-                    raise ValueError(f"no '=' in {attr!r}")
-                kind = kind.strip().lower()
-                attrs.append((_DN_TYPES.get(kind, kind.removeprefix("oid.")), _fold(_unescape(value.strip()))))
-            rdns.append(tuple(sorted(attrs)))
-        return tuple(rdns)
-    except ValueError:
+    parsed = parse_dn(dn) if dn.strip() else []
+    if parsed is None:
         return ((("", _fold(dn)),),)
-
-
-def _split_unescaped(text: str, separator: str) -> list[str]:
-    parts, current, escaped = [], [], False
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            current.append(char)
-            escaped = True
-        elif char == separator:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return [part for part in parts if part.strip()] if text.strip() else []
-
-
-def _unescape(value: str) -> str:
-    """RFC 4514 escapes to characters; ``\\C3\\B6`` hex pairs are UTF-8 bytes."""
-    if "\\" not in value:
-        return value
-    raw = bytearray()
-    pos = 0
-    for match in _DN_SPECIAL.finditer(value):
-        raw += value[pos : match.start()].encode()
-        token = match.group(1)
-        raw += bytes.fromhex(token) if len(token) == 2 else token.encode()
-        pos = match.end()
-    raw += value[pos:].encode()
-    return raw.decode("utf-8", "replace")
+    rdns = []
+    for rdn in parsed:
+        attrs = []
+        for kind, value in rdn:
+            kind = kind.lower()
+            attrs.append((_DN_TYPES.get(kind, kind.removeprefix("oid.")), _fold(unescape_dn_value(value.strip()))))
+        rdns.append(tuple(sorted(attrs)))
+    return tuple(rdns)
 
 
 def _fold(text: str) -> str:

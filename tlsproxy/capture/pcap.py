@@ -345,19 +345,18 @@ class CaptureReader:
         if blen < 32:
             raise CaptureFormatError("pcapng enhanced packet block too short", offset=self._pos + pos)
         iface_id, ts_hi, ts_lo, caplen, origlen = _EPB[self._endian].unpack_from(mv, pos + 8)
-        if 28 + caplen > blen - 4:
-            raise CaptureFormatError(f"pcapng packet of {caplen} bytes overruns its block",
-                                     offset=self._pos + pos)
-        iface = self._iface(iface_id, pos)
-        ts = iface.offset + ((ts_hi << 32) | ts_lo) / iface.divisor
-        self._last_ts = ts
-        out.append(_raw_packet(iface.linktype, ts, bytes(mv[pos + 28:pos + 28 + caplen]), caplen,
-                               origlen, iface_id))
+        self._timestamped(mv, pos, blen, iface_id, ts_hi, ts_lo, caplen, origlen, out)
 
     def _pb(self, mv: memoryview, pos: int, blen: int, out: list[RawPacket]) -> None:
+        """The obsolete Packet Block: an Enhanced Packet Block with a drops counter."""
         if blen < 32:
             raise CaptureFormatError("pcapng packet block too short", offset=self._pos + pos)
         iface_id, _drops, ts_hi, ts_lo, caplen, origlen = _PB[self._endian].unpack_from(mv, pos + 8)
+        self._timestamped(mv, pos, blen, iface_id, ts_hi, ts_lo, caplen, origlen, out)
+
+    def _timestamped(self, mv: memoryview, pos: int, blen: int, iface_id: int, ts_hi: int, ts_lo: int,
+                     caplen: int, origlen: int, out: list[RawPacket]) -> None:
+        """Packet data at offset 28 of a block, timestamped in its interface's resolution."""
         if 28 + caplen > blen - 4:
             raise CaptureFormatError(f"pcapng packet of {caplen} bytes overruns its block",
                                      offset=self._pos + pos)

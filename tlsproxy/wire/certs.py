@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -623,3 +624,58 @@ def _describe(exc: BaseException) -> str:
 
 def _is_panic(exc: BaseException) -> bool:
     return type(exc).__name__ == "PanicException"
+
+
+# -- reading RFC 4514 strings back ---------------------------------------------------------------
+
+_DN_ESCAPE = re.compile(r"\\([0-9a-fA-F]{2}|.)")
+
+
+def parse_dn(text: str) -> list[list[tuple[str, str]]] | None:
+    """RFC 4514 text (as this module writes it) back to RDNs of ``(type, escaped value)``, in
+    order, multi-valued RDNs kept together; ``None`` when it does not parse.  Used to compare DNs
+    and to rewrite them attribute by attribute."""
+    rdns: list[list[tuple[str, str]]] = [[]]
+    current: list[str] = []
+    escaped = False
+
+    def end_attribute() -> bool:
+        kind, sep, value = "".join(current).partition("=")
+        if not sep or not kind.strip():
+            return False
+        rdns[-1].append((kind.strip(), value))
+        current.clear()
+        return True
+
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char in ",+":
+            if not end_attribute():
+                return None
+            if char == ",":
+                rdns.append([])
+        else:
+            current.append(char)
+    if escaped or not end_attribute():
+        return None
+    return rdns
+
+
+def unescape_dn_value(value: str) -> str:
+    """RFC 4514 escapes to characters; ``\\C3\\B6`` hex pairs are UTF-8 bytes."""
+    if "\\" not in value:
+        return value
+    raw = bytearray()
+    pos = 0
+    for match in _DN_ESCAPE.finditer(value):
+        raw += value[pos : match.start()].encode()
+        token = match.group(1)
+        raw += bytes.fromhex(token) if len(token) == 2 else token.encode()
+        pos = match.end()
+    raw += value[pos:].encode()
+    return raw.decode("utf-8", "replace")
