@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.certfactory import Chain, make_ca, make_chain, make_leaf, make_self_signed
+from tlsproxy.frontends.trust import load_system_trust
 from tlsproxy.analysis.chain import (
     chain_order_problems,
     chains_to_any,
     hostname_matches,
-    load_system_trust,
     normalize_dn,
     validity_problems,
     verify_chain,

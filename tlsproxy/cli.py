@@ -161,7 +161,8 @@ class CliError(Exception):
 
 
 def analysis_options(ns: argparse.Namespace) -> Any:
-    from tlsproxy.analysis.tracker import AnalysisOptions, system_trust_loader
+    from tlsproxy.analysis.tracker import AnalysisOptions
+    from tlsproxy.frontends.trust import system_trust_loader
 
     now = None
     if ns.now:

@@ -2,9 +2,8 @@
 
 The functions take ``CertificateInfo`` values (or DER for ``verify_chain``) plus the time to judge
 by, and return small frozen values with a stable ``code`` and a sentence for people; the rules
-module turns those into findings.  Nothing here reads clocks or files, except
-``load_system_trust``, which exists so that a front end can hand the system's roots to
-``verify_chain`` as bytes.
+module turns those into findings.  Nothing here reads clocks or files: the trust anchors come in as
+PEM bytes (a front end reads the system's with ``tlsproxy.frontends.trust.load_system_trust``).
 
 Codes returned (``ChainProblem.code``):
 
@@ -25,13 +24,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import ssl
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from pathlib import Path
 from typing import NamedTuple
 
 from cryptography import x509
@@ -55,7 +52,6 @@ __all__ = [
     "chain_order_problems",
     "chains_to_any",
     "hostname_matches",
-    "load_system_trust",
     "normalize_dn",
     "validity_problems",
     "verify_chain",
@@ -398,7 +394,7 @@ def verify_chain(
 ) -> VerifyResult:
     """Path-validate a chain as sent (leaf first) with cryptography's web PKI verifier.
 
-    ``trust_pems`` are the trust anchors as concatenated PEM (``load_system_trust()`` for the
+    ``trust_pems`` are the trust anchors as concatenated PEM (``tlsproxy.frontends.trust.load_system_trust()`` for the
     system store); ``None`` means the caller has none, and the result says so.  With
     ``client=True`` the chain is checked as a TLS client certificate (clientAuth usage, no name);
     with ``host=None`` a server chain is checked without a name (and without end-entity
@@ -448,30 +444,6 @@ def verify_chain(
     return VerifyResult(ok=True, code="verified",
                         reason=f"{what} verified against {anchor_count} trust anchors ({len(path)} certificates)",
                         path=path)
-
-
-def load_system_trust() -> bytes | None:
-    """The system's trust anchors as PEM bytes, from where OpenSSL (``ssl``) would look; None if
-    there are none.  This does file IO: call it in a front end, not in the core."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and Path(candidate).is_file():
-            try:
-                return Path(candidate).read_bytes()
-            except OSError:
-                continue
-    for directory in (paths.capath, paths.openssl_capath):
-        if directory and Path(directory).is_dir():
-            chunks = []
-            for path in sorted(Path(directory).iterdir()):
-                if path.suffix in (".pem", ".crt") or re.fullmatch(r"[0-9a-f]{8}\.\d+", path.name):
-                    try:
-                        chunks.append(path.read_bytes())
-                    except OSError:
-                        continue
-            if chunks:
-                return b"\n".join(chunks)
-    return None
 
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)

@@ -31,14 +31,12 @@ handshake (certificate_required, bad_certificate, unknown_ca...).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tlsproxy.analysis import diagnosis as _diagnosis
 from tlsproxy.analysis.catalog import make_finding
-from tlsproxy.analysis.chain import load_system_trust
 from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding
 from tlsproxy.analysis.rules import (
     alerts,
@@ -66,7 +64,7 @@ from tlsproxy.wire.messages import (
 from tlsproxy.wire.registry import TLS1_3, is_tls13_variant
 from tlsproxy.wire.sslv2 import SSL2_MT_CLIENT_HELLO, SSL2_MT_SERVER_HELLO, SSLv2ClientHello
 
-__all__ = ["AnalysisOptions", "HangUp", "Tracker", "system_trust_loader"]
+__all__ = ["AnalysisOptions", "HangUp", "Tracker"]
 
 # Bounds on what a connection remembers: a renegotiating or hostile peer must not grow them.
 _MAX_MESSAGES = 64  # handshake messages kept per connection (a full handshake has ~12)
@@ -79,7 +77,8 @@ class AnalysisOptions:
     """How to judge connections.
 
     ``trust_pems`` are trust anchors as PEM (``--ca-file``); else ``trust_loader`` is called once,
-    lazily, when a chain needs verifying (the front end passes :func:`system_trust_loader`); with
+    lazily, when a chain needs verifying (the front end passes
+    :func:`tlsproxy.frontends.trust.system_trust_loader`); with
     neither, chains are not path-validated (the other certificate checks still run).
     """
 
@@ -89,12 +88,6 @@ class AnalysisOptions:
     trust_loader: Callable[[], bytes | None] | None = None
     keylog: bool = False
     stall_after: float = 10.0
-
-
-@functools.cache
-def system_trust_loader() -> bytes | None:
-    """The system trust store as PEM, read once per process.  File IO: for front ends only."""
-    return load_system_trust()
 
 
 @dataclass(slots=True)
