@@ -21,7 +21,7 @@ import pytest
 
 from tests.certfactory import make_chain
 from tests.peers import Pki, contexts, make_pki
-from tests.test_keylog_support import (
+from tests.keylog_support import (
     HAVE_OPENSSL,
     TIMEOUT,
     KeylogProxy,

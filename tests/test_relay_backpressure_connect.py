@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.test_relay_support import RelayThread, listener
+from tests.relay_support import RelayThread, listener
 from tlsproxy.relay import pump
 from tlsproxy.relay.config import MAX_BUFFERED_PER_CONNECTION, RelayConfig
 

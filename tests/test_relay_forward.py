@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from tests.certfactory import make_chain
-from tests.test_relay_support import RelayThread, fixed, listener, recv_all, serve
+from tests.relay_support import RelayThread, fixed, listener, recv_all, serve
 from tlsproxy.relay.config import RelayConfig, parse_allow
 
 pytestmark = pytest.mark.network

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.test_relay_support import REPO, recv_all, serve
+from tests.relay_support import REPO, recv_all, serve
 from tlsproxy.relay.server import EXIT_LISTEN, EXIT_OK, EXIT_USAGE
 
 pytestmark = pytest.mark.network

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.test_relay_support import RecordingObserver, RelayThread, fixed, recv_all, recv_hash, send_chunks, serve, wait_for
+from tests.relay_support import RecordingObserver, RelayThread, fixed, recv_all, recv_hash, send_chunks, serve, wait_for
 from tlsproxy.relay.config import MAX_BUFFERED_PER_CONNECTION
 from tlsproxy.wire.events import Direction
 

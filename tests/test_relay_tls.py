@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from tests.certfactory import make_chain, make_leaf
-from tests.test_relay_support import RelayThread, fixed, serve
+from tests.relay_support import RelayThread, fixed, serve
 from tlsproxy.wire.events import Direction
 
 pytestmark = pytest.mark.network

@@ -98,7 +98,7 @@ def test_transparent_mode_finds_the_original_destination_ipv4_and_ipv6():
 
 def _inner() -> None:
     sys.path.insert(0, str(REPO))
-    from tests.test_relay_support import RecordingObserver, RelayThread, listener
+    from tests.relay_support import RecordingObserver, RelayThread, listener
     from tlsproxy.relay.config import RelayConfig
 
     def echo_server(host: str, family: int) -> socket.socket:

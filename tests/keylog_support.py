@@ -24,7 +24,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from tests.test_relay_support import RelayThread
+from tests.relay_support import RelayThread
 from tlsproxy import cli
 from tlsproxy.frontends.live import PipelineObserver
 from tlsproxy.pipeline import ConnectionReport, Pipeline, RunInfo
