@@ -55,13 +55,21 @@ def serve(pki, port_holder: list[int], stop: threading.Event) -> None:
         except (ssl.SSLError, OSError):
             pass
 
-    while not stop.is_set():
-        for s, c in socks:
+    def accept_loop(s: socket.socket, c: ssl.SSLContext) -> None:
+        while not stop.is_set():
             try:
                 conn, _ = s.accept()
             except TimeoutError:
                 continue
             threading.Thread(target=handle, args=(conn, c), daemon=True).start()
+
+    # One accepting thread per listener: taking turns with a timeout would make every connection
+    # wait for the other listener's timeout.
+    loops = [threading.Thread(target=accept_loop, args=pair, daemon=True) for pair in socks]
+    for t in loops:
+        t.start()
+    for t in loops:
+        t.join()
 
 
 def client_traffic(pki, ports: list[int], handshakes: int, bulk_mb: int) -> None:
