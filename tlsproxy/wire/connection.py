@@ -24,7 +24,7 @@ EOF) raises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from collections import deque
 from typing import Any, Protocol
 
@@ -65,8 +65,8 @@ _MAC_LENGTHS = {"MD5": 16, "SHA": 20, "SHA256": 32, "SHA384": 48}
 MAX_HELD_BYTES = 1 << 20
 
 
-class ConnectionError_(RuntimeError):
-    """Misuse of the API (feeding a direction after its EOF)."""
+class FeedAfterEOF(RuntimeError):
+    """Misuse of the API: bytes fed to a direction after its end of stream."""
 
 
 class Decryptor(Protocol):
@@ -108,7 +108,6 @@ class ConnectionState:
     cipher_suite: int | None = None
     sslv2_encrypted: bool = False
     client_hellos: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def tls13(self) -> bool:
@@ -158,7 +157,7 @@ class TLSConnection:
         if side.eof:
             if not data:
                 return []
-            raise ConnectionError_(f"{direction.value} fed after its end of stream")
+            raise FeedAfterEOF(f"{direction.value} fed after its end of stream")
         out: list[ev.Event] = []
         if self.decryptor is not None:
             self._retry_held(at, out)
@@ -196,9 +195,6 @@ class TLSConnection:
             ev.ParsingStopped(direction=direction, offset=offset, at=at,
                               reason=f"{length} bytes missing from the capture"),
         ]
-
-    def offset(self, direction: Direction) -> int:
-        return self._sides[direction].records.offset
 
     # -- records ----------------------------------------------------------------------------
 
