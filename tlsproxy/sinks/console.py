@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ConsoleSink", "make_console"]
 
-#: Application-data records per direction shown individually on screen before summarising.
-SCREEN_APP_DATA_RECORDS = 4
+#: Application-data records per direction shown one by one before the rest are summarised as runs
+#: (count, bytes, first and last time) — the same rule as the session file, so that a long
+#: transfer balloons neither.
+SCREEN_APP_DATA_RECORDS = 100
 
 
 def make_console(*, no_color: bool = False, file: object = None, force_terminal: bool | None = None,
