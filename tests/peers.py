@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,5 +212,3 @@ def splits(data: bytes, seed: int) -> list[bytes]:
 def bytewise(data: bytes) -> list[bytes]:
     return [data[i : i + 1] for i in range(len(data))]
 
-
-FeedPlan = Callable[[bytes], list[bytes]]

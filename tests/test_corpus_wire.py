@@ -40,6 +40,7 @@ class WireCollector:
         self.conns: dict[int, TLSConnection] = {}
         self.events: dict[int, list[ev.Event]] = {}
         self.info: dict[int, object] = {}
+        self.ends: dict[int, object] = {}
 
     def open(self, info) -> None:
         decryptor = ConnectionDecryptor(self.keylog) if self.keylog is not None else None
@@ -57,7 +58,12 @@ class WireCollector:
         self.events[conn_id] += self.conns[conn_id].gap(direction, length, at=at)
 
     def close(self, conn_id, end) -> None:
-        self.info[conn_id] = (self.info[conn_id], end)
+        self.ends[conn_id] = end
+
+    def by_endpoints(self) -> dict[tuple[str, str], list[ev.Event]]:
+        """Events per connection, keyed like the tshark summaries: ("client:port", "server:port")."""
+        return {(_endpoint(self.info[c].client), _endpoint(self.info[c].server)): events
+                for c, events in self.events.items()}
 
 
 def _captures() -> list[Path]:
@@ -78,14 +84,9 @@ def _endpoint(addr: tuple[str, int]) -> str:
 
 @pytest.mark.parametrize("capture", _captures(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_capture_matches_tshark(capture: Path):
-    summary_file = capture.parent / "tshark" / f"{capture.name}.tshark.json"
-    expected = json.loads(summary_file.read_text())
+    expected = _tshark(capture)
     collector = analyse(capture)
-    ours = {}
-    for conn_id, events in collector.events.items():
-        info = collector.info[conn_id]
-        info = info[0] if isinstance(info, tuple) else info
-        ours[(_endpoint(info.client), _endpoint(info.server))] = events
+    ours = collector.by_endpoints()
     rel = f"{capture.parent.name}/{capture.name}"
     for stream in expected["streams"]:
         key = (stream["client"], stream["server"])
@@ -99,23 +100,22 @@ def test_capture_matches_tshark(capture: Path):
         assert got == want, f"{rel} stream {stream['stream']}"
 
 
+def _tshark(capture: Path) -> dict:
+    return json.loads((capture.parent / "tshark" / f"{capture.name}.tshark.json").read_text())
+
+
 def _with_keylogs() -> list[Path]:
-    return [p for p in _captures()
-            if "decrypted_with" in json.loads((p.parent / "tshark" / f"{p.name}.tshark.json").read_text())]
+    return [p for p in _captures() if "decrypted_with" in _tshark(p)]
 
 
 @pytest.mark.parametrize("capture", _with_keylogs(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_capture_with_keylog_matches_tshark_decrypted(capture: Path):
-    expected = json.loads((capture.parent / "tshark" / f"{capture.name}.tshark.json").read_text())
+    expected = _tshark(capture)
     keylog = KeyLog()
     keylog.feed_text((CORPUS / expected["decrypted_with"]).read_text())
     keylog.close()
     collector = analyse(capture, keylog)
-    ours = {}
-    for conn_id, events in collector.events.items():
-        info = collector.info[conn_id]
-        info = info[0] if isinstance(info, tuple) else info
-        ours[(_endpoint(info.client), _endpoint(info.server))] = events
+    ours = collector.by_endpoints()
     rel = f"{capture.parent.name}/{capture.name}"
     plain = {s["stream"]: s["seq"] for s in expected["streams"]}
     for stream in expected["decrypted_streams"]:
