@@ -849,3 +849,74 @@ def test_idle_connections_are_closed() -> None:
     assert {e.how for e in closed[:2]} == {"idle"} and closed[0].conn.index == 0
     assert r.open_connections <= 1
     r.finish()
+
+
+# --- fast paths agree with the general code --------------------------------------------------------
+
+
+def _mutations(frame: bytes, rng: random.Random) -> list[bytes]:
+    """The frame, cut short, and with header bytes (link, IP, TCP) overwritten by telling values."""
+    out = [frame, frame[:rng.randrange(len(frame) + 1)]]
+    for _ in range(6):
+        b = bytearray(frame)
+        for _ in range(rng.randint(1, 3)):
+            b[rng.randrange(min(len(b), 80))] = rng.choice(
+                (0, 1, 2, 5, 6, 0x11, 0x20, 0x40, 0x45, 0x46, 0x4F, 0x50, 0x60, 0x86, 0xDD, 0x08, 0xFF))
+        out.append(bytes(b))
+    return out
+
+
+@pytest.mark.parametrize("linktype", [1, 113, 276, 0, 108, 101])
+def test_decode_fast_path_matches_general_decoding(linktype: int) -> None:
+    """``decode`` handles plain Ethernet/cooked/loopback IPv4 and IPv6 TCP frames itself; every
+    frame (and every damaged variant of one) must decode exactly as ``decode_frame`` does."""
+    rng = random.Random(linktype)
+    fast, general = PacketDecoder(), PacketDecoder()
+    fast_hits = 0
+    for name in ("ja3/ssl-chrome.pcap", "suricata-verify/tls-certs-alert.pcap", "zeek/tls1.2.pcap"):
+        original, _ = read_packets(capture(name))
+        for p in original:
+            data = p.data if linktype == 1 else eth_to(linktype, p.data)
+            for frame in _mutations(data, rng):
+                for caplen, origlen in ((len(frame), len(frame)), (len(frame), len(frame) + 9)):
+                    raw = replace(p, linktype=linktype, data=frame, caplen=caplen, origlen=origlen)
+                    seg = fast.decode(raw)
+                    assert seg == general.decode_frame(linktype, frame, raw.timestamp, raw.truncated)
+                    fast_hits += seg is not None and not seg.truncated
+    assert fast.stats == general.stats
+    assert fast_hits > 100
+
+
+@pytest.mark.parametrize("name", ["ja3/ssl-chrome.pcap", "hotplace/tls13-handshake-failure.pcapng"])
+def test_feeding_one_byte_at_a_time_gives_the_same_packets(name: str) -> None:
+    # The reader waits for a whole record before parsing again; a trickle must not change a thing.
+    blob = corpus_bytes(name)
+    reader = CaptureReader()
+    packets = [p for i in range(len(blob)) for p in reader.feed(blob[i:i + 1])]
+    reader.close()
+    assert packets == feed_all(blob)[0] and packets
+    assert reader.packets == len(packets)
+
+
+def test_reset_grace_periods_end_in_the_order_of_the_resets() -> None:
+    """Grace periods that are due together end in the order the resets came, even when capture
+    time went backwards in between (merged captures do that)."""
+    segs = segments_of(read_packets(capture("zeek/tls1.2.pcap"))[0])
+    cut = next(i for i, s in enumerate(segs) if s.payload and s.src[1] == 443)
+    start = segs[0].timestamp
+    r = TcpReassembler()
+    events: list = []
+    for n, at in enumerate((start + 3.0, start + 1.0, start + 2.0)):  # the second reset is "earlier"
+        port = 40000 + n
+        moved = [replace(s, timestamp=at, src=("10.9.9.9", port) if s.src[1] != 443 else s.src,
+                         dst=("10.9.9.9", port) if s.dst[1] != 443 else s.dst) for s in segs[:cut]]
+        client = moved[cut - 1].src if moved[cut - 1].src[1] == port else moved[cut - 1].dst
+        server = moved[cut - 1].dst if client == moved[cut - 1].src else moved[cut - 1].src
+        rst = replace(moved[cut - 1], src=client, dst=server, flags=0x04, payload=b"", length=0, ack=0)
+        events += [e for s in moved + [rst] for e in r.feed(s)]
+    assert r.open_connections == 3
+    tick = replace(segs[0], src=("10.8.8.8", 1), dst=("10.8.8.9", 2), flags=ACK, timestamp=start + 60)
+    later = r.feed(tick)
+    finished = [e.conn.client[1] for e in later if isinstance(e, ConnectionFinished)]
+    assert finished == [40000, 40001, 40002]
+    assert r.open_connections == 1  # the ACK's own, which nothing decided yet

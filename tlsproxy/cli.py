@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import sys
 import time
@@ -25,6 +26,10 @@ EXIT_FINDINGS = 1  # analyze/replay/demo: a finding at or above --fail-on was ra
 EXIT_USAGE = 2  # bad options (argparse uses 2 as well)
 EXIT_LISTEN = 3  # run: a listening socket could not be opened
 EXIT_INPUT = 4  # a file could not be read or written (exists, unreadable, not a capture/session)
+
+PARALLEL_MIN_BYTES = 4 << 20
+"""Below this much capture, starting worker processes costs more than it saves."""
+MAX_DEFAULT_JOBS = 8
 
 SUBCOMMANDS = ("run", "analyze", "replay", "demo")
 
@@ -101,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng capture")
     analyze.add_argument("--all-connections", action="store_true",
                          help="also analyse TCP connections that do not look like TLS")
+    analyze.add_argument("-j", "--jobs", type=_positive_int, default=None, metavar="N",
+                         help="analysis processes (default: one per usable CPU for captures of "
+                              f"{PARALLEL_MIN_BYTES >> 20} MiB or more, else 1); the output is the same for any N")
     _add_show_data(analyze)
     replay = sub.add_parser("replay", parents=[common], help="re-analyse a saved session",
                             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
@@ -234,9 +242,10 @@ class Outputs:
     """The sinks one command writes to, and their async lifecycle."""
 
     def __init__(self, ns: argparse.Namespace, *, console: Any = None, save: str | None | bool = True,
-                 live: bool = False) -> None:
+                 live: bool = False, status_line: bool = True) -> None:
         """``live``: the transcript is written beside a running relay, so through a
-        :class:`~tlsproxy.sinks.writer.BackgroundWriter` that never blocks it."""
+        :class:`~tlsproxy.sinks.writer.BackgroundWriter` that never blocks it.  ``status_line``
+        off: no live status line even on a terminal (others write to the console too)."""
         from tlsproxy.sinks.console import ConsoleSink, make_console
         from tlsproxy.sinks.sessionjson import SessionJsonSink
         from tlsproxy.sinks.writer import BackgroundWriter
@@ -251,7 +260,8 @@ class Outputs:
             if live and console is None:
                 self.writer = BackgroundWriter(sys.stdout)
             con = console or make_console(no_color=ns.no_color, file=self.writer)
-            self.console_sink = ConsoleSink(con, verbose=ns.verbose, hexdump=ns.hexdump, quiet=ns.quiet)
+            self.console_sink = ConsoleSink(con, verbose=ns.verbose, hexdump=ns.hexdump, quiet=ns.quiet,
+                                            live=None if status_line else False)
             self.sinks.append(self.console_sink)
         save_path = ns.save if save is True else save
         if save_path:
@@ -352,22 +362,33 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
     for f in ns.files:
         if not Path(f).is_file():
             raise CliError(f"{f}: no such file", EXIT_INPUT)
-    outputs = Outputs(ns)
+    jobs = analyze_jobs(ns)
+    outputs = Outputs(ns, status_line=jobs == 1)
     options = analysis_options(ns)
-    await outputs.start()
     run = _run_info("analyze", ns, source=", ".join(ns.files))
     from tlsproxy.wire.keylog import KeyLog
 
     keylog_file = open_keylog(ns, follow=False)
     # Always a key log: a pcapng may carry its own secrets (Decryption Secrets Blocks).
     keylog = keylog_file.keylog if keylog_file is not None else KeyLog()
-    pipeline = Pipeline(outputs.sinks, options, decryptor_factory=decryptor_factory(keylog, always=False),
-                        show_data=show_data(ns, keylog), max_message_size=ns.max_handshake_size)
-    pipeline.run_started(run)
-    failed = False
+    pipeline: Any
+    if jobs > 1:
+        # Forked before anything starts a thread (the session writer, the status line).
+        pipeline = _sharded_pipeline(jobs, ns, outputs, options, keylog)
+    else:
+        pipeline = Pipeline(outputs.sinks, options, decryptor_factory=decryptor_factory(keylog, always=False),
+                            show_data=show_data(ns, keylog), max_message_size=ns.max_handshake_size)
+    failed = completed = False
     try:
+        await outputs.start()
+        for sink in outputs.sinks:
+            sink.run_started(run)
         for f in ns.files:
-            stats = analyze_capture(f, pipeline, all_connections=ns.all_connections, keylog=keylog)
+            found = keylog if jobs == 1 else _KeyLogFanOut(keylog, pipeline)
+            stats = analyze_capture(f, pipeline, all_connections=ns.all_connections, keylog=found)
+            if jobs > 1:
+                pipeline.sync()
+            sys.stdout.flush()  # the file's transcript before any message about the file
             if stats.embedded_secrets:
                 print(f"tlsproxy: {f}: decrypting with the key log embedded in the capture", file=sys.stderr)
             error = getattr(stats, "error", None)
@@ -375,12 +396,122 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
                 _err(f"{f}: {error}")
                 failed = True
             await asyncio.sleep(0)  # let the session writer catch up between files
+        completed = True
     finally:
-        pipeline.close_all("capture_end", time.monotonic())
-        pipeline.run_finished(run, time.time())
+        if jobs == 1 or completed:
+            pipeline.close_all("capture_end", time.monotonic())
+            if jobs > 1:
+                pipeline.finish()
+        else:
+            pipeline.abort()  # interrupted: what the workers hold is lost, not half-printed
+        for sink in outputs.sinks:
+            sink.run_finished(run, time.time())
         await outputs.aclose()
     code = _exit_for(pipeline, ns)
     return EXIT_INPUT if failed and code == EXIT_OK and pipeline.reports_count == 0 else code
+
+
+def analyze_jobs(ns: argparse.Namespace) -> int:
+    """``--jobs``, or one process per usable CPU when the captures are big enough to gain from it."""
+    from tlsproxy.frontends.parallel import usable_cpus
+
+    if ns.jobs is not None:
+        return int(ns.jobs)
+    total = sum(Path(f).stat().st_size for f in ns.files)
+    return min(usable_cpus(), MAX_DEFAULT_JOBS) if total >= PARALLEL_MIN_BYTES else 1
+
+
+class _KeyLogFanOut:
+    """Key-log text found in a capture goes to the parent's key log (for the notice) and to
+    every analysis worker."""
+
+    def __init__(self, keylog: Any, pipeline: Any) -> None:
+        self.keylog = keylog
+        self.pipeline = pipeline
+
+    def feed_text(self, text: str) -> Any:
+        self.pipeline.feed_keylog(text)
+        return self.keylog.feed_text(text)
+
+
+class _TextCapture(io.StringIO):
+    """Where a worker's console writes: it answers ``isatty`` as the real output would, so that
+    the worker renders exactly what the parent's console would."""
+
+    def __init__(self, isatty: bool) -> None:
+        super().__init__()
+        self._isatty = isatty
+
+    def isatty(self) -> bool:
+        return self._isatty
+
+
+class _RowList(list[Any]):
+    """Collects exit-table rows in a worker (the parent's console keeps the table)."""
+
+    def add(self, row: Any) -> None:
+        self.append(row)
+
+
+class _AnalyzeWorker:
+    """One analysis process's side (after the fork): the command's sinks, rendering into memory."""
+
+    def __init__(self, ns: argparse.Namespace, outputs: Outputs, options: Any, keylog: Any) -> None:
+        from tlsproxy.pipeline import Pipeline
+        from tlsproxy.sinks.sessionjson import SessionJsonSink
+
+        self.keylog = keylog
+        self._rows = _RowList()
+        sinks: list[Any] = []
+        self._text: _TextCapture | None = None
+        con = outputs.console_sink
+        if con is not None:
+            width = con.console.width
+            self._text = _TextCapture(con.console.is_terminal)
+            con.console.file = self._text
+            con.console.width = width
+            con.tally = self._rows  # the exit table is the parent's: hand the rows over
+            sinks.append(con)
+        self._journal = SessionJsonSink(None) if outputs.json_sinks else None
+        if self._journal is not None:
+            sinks.append(self._journal)
+        self.pipeline = Pipeline(sinks, options, decryptor_factory=decryptor_factory(keylog, always=False),
+                                 show_data=show_data(ns, keylog), max_message_size=ns.max_handshake_size)
+
+    def feed_keylog(self, text: str) -> None:
+        self.keylog.feed_text(text)
+
+    def collect(self) -> Any:
+        from tlsproxy.frontends.parallel import ShardOutput
+
+        text = ""
+        if self._text is not None and self._text.tell():
+            text = self._text.getvalue()
+            self._text.seek(0)
+            self._text.truncate()
+        journal = self._journal.take_journal() if self._journal is not None else []
+        if not (text or journal or self._rows):
+            return None
+        rows = self._rows[:]
+        self._rows.clear()
+        return ShardOutput(text=text, journal=journal, rows=rows)
+
+
+def _sharded_pipeline(jobs: int, ns: argparse.Namespace, outputs: Outputs, options: Any, keylog: Any) -> Any:
+    from tlsproxy.frontends.parallel import ShardedPipeline, ShardOutput
+
+    console = outputs.console_sink
+
+    def emit(out: ShardOutput) -> None:
+        if out.text and console is not None:
+            console.console.file.write(out.text)
+        for sink in outputs.json_sinks:
+            sink.put_journal(out.journal)
+        if console is not None:
+            for row in out.rows:
+                console.tally.add(row)
+
+    return ShardedPipeline(jobs, lambda: _AnalyzeWorker(ns, outputs, options, keylog), emit)
 
 
 async def cmd_replay(ns: argparse.Namespace) -> int:

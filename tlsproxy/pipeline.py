@@ -174,16 +174,21 @@ class Pipeline:
     # -- internals --------------------------------------------------------------------------
 
     def _dispatch(self, conn: _Conn, events: list[Event]) -> None:
+        if not events:
+            return
+        on_event = conn.tracker.on_event  # bound once: this loop runs for every event of every connection
+        sinks = self.sinks
+        conn_id = conn.info.id
         for event in events:
             seq = conn.seq
-            conn.seq += 1
+            conn.seq = seq + 1
             try:
-                findings = conn.tracker.on_event(seq, event)
+                findings = on_event(seq, event)
             except Exception as exc:  # noqa: BLE001
                 self._internal_error(conn, "analyzer", exc, event.at)
                 findings = []
-            for sink in self.sinks:
-                sink.event(conn.info.id, seq, event, findings)
+            for sink in sinks:
+                sink.event(conn_id, seq, event, findings)
             if conn.broken:
                 return
 

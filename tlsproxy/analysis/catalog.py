@@ -418,6 +418,7 @@ _ENTRIES: tuple[Entry, ...] = (
 
 CATALOG: dict[str, Entry] = {e.code: e for e in _ENTRIES}
 assert len(CATALOG) == len(_ENTRIES), "duplicate finding code"
+_CATALOG_HINTS: dict[str, tuple[str, ...]] = {e.code: tuple(dict.fromkeys(e.hints)) for e in _ENTRIES}
 
 
 def make_finding(
@@ -434,10 +435,9 @@ def make_finding(
     """A finding for ``code``: the catalog supplies severity, title and hints unless overridden;
     ``hints`` are added after the specific ones, duplicates dropped."""
     entry = CATALOG[code]
-    merged: list[str] = []
-    for h in (*hints, *entry.hints):
-        if h not in merged:
-            merged.append(h)
+    # dict.fromkeys keeps the first of each hint, in order; without specific hints the catalog's own
+    # (deduplicated once, below) are the answer, and a connection makes many findings.
+    merged = tuple(dict.fromkeys((*hints, *entry.hints))) if hints else _CATALOG_HINTS[code]
     return Finding(code=code, severity=severity or entry.severity, title=title or entry.title,
-                   detail=detail or entry.explanation, hints=tuple(merged), direction=direction,
+                   detail=detail or entry.explanation, hints=merged, direction=direction,
                    event_seq=seq, at=at)

@@ -114,10 +114,12 @@ def validity_problems(
         return ()
     now = _aware(now)
     start, end = info.not_before, info.not_after
-    who = _who(info, index)
     if start is None or end is None:
         return (ChainProblem(code="cert_validity_unknown",
-                             message=f"{who}: the validity period could not be read", index=index),)
+                             message=f"{_who(info, index)}: the validity period could not be read", index=index),)
+    if start <= now <= end and end - now > warn_within and start <= end:
+        return ()  # the common case, decided before formatting any name
+    who = _who(info, index)
     problems = []
     if end < start:
         problems.append(ChainProblem(
@@ -152,20 +154,28 @@ def hostname_matches(info: CertificateInfo, host: str) -> HostnameMatch:
     non-empty label, and needs at least two labels after it (``*.com`` matches nothing).
     Internationalised names are compared as given: pass A-labels (``xn--...``).
     """
+    # Every connection to a host checks the same name against the same certificate: cached by the
+    # only fields the answer depends on.
+    return _hostname_matches(host, info.sans_ip, info.sans_dns, info.sans_other, info.subject_cn)
+
+
+@lru_cache(maxsize=1024)
+def _hostname_matches(host: str, sans_ip: tuple[str, ...], sans_dns: tuple[str, ...], sans_other: tuple[str, ...],
+                      subject_cn: str | None) -> HostnameMatch:
     host = host.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     address = _ip(host)
     if address is not None:
-        matched = any(_ip(san) == address for san in info.sans_ip)
+        matched = any(_ip(san) == address for san in sans_ip)
         return HostnameMatch(matched, "san" if matched else None)
     name = host.rstrip(".").lower()
     if not name:
         return HostnameMatch(False, None)
-    if info.sans_dns or any(o.startswith(_CN_BLOCKING_SANS) for o in info.sans_other):
-        matched = any(_dns_name_matches(pattern, name) for pattern in info.sans_dns)
+    if sans_dns or any(o.startswith(_CN_BLOCKING_SANS) for o in sans_other):
+        matched = any(_dns_name_matches(pattern, name) for pattern in sans_dns)
         return HostnameMatch(matched, "san" if matched else None)
-    if info.subject_cn and _dns_name_matches(info.subject_cn, name):
+    if subject_cn and _dns_name_matches(subject_cn, name):
         return HostnameMatch(True, "cn")
     return HostnameMatch(False, None)
 

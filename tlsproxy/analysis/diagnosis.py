@@ -129,8 +129,9 @@ def _established(t: Tracker) -> tuple[str, bool, str | None, str | None, str, tu
         what.append("resumed")
     how = " (inferred from the encrypted records: no key log)" if t.complete_inferred else ""
     cause = f"The handshake completed{how}: {', '.join(what) or 'parameters not seen'}."
-    errors = [f for f in t.findings if f.severity is Severity.error]
-    warnings = [f for f in t.findings if f.severity is Severity.warning]
+    error, warning = Severity.error, Severity.warning  # looked up once, not per finding (slow enum access)
+    errors = [f for f in t.findings if f.severity is error]
+    warnings = [f for f in t.findings if f.severity is warning]
     checks: tuple[str, ...] = ()
     if errors or warnings:
         worst = (errors or warnings)[0]

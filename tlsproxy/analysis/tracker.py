@@ -61,10 +61,19 @@ from tlsproxy.wire.messages import (
     ServerHello,
     ServerKeyExchange,
 )
-from tlsproxy.wire.registry import TLS1_3, is_tls13_variant
+from tlsproxy.wire.registry import SSL3_0, TLS1_2, TLS1_3, handshake_type_name, is_tls13_variant
 from tlsproxy.wire.sslv2 import SSL2_MT_CLIENT_HELLO, SSL2_MT_SERVER_HELLO, SSLv2ClientHello
 
 __all__ = ["AnalysisOptions", "HangUp", "Tracker"]
+
+# Enum members and their properties are slow to look up in Python 3.11 (about 0.4 us each), and the
+# tracker asks on every event: plain module-level aliases instead.
+_C2S, _S2C = Direction.C2S, Direction.S2C
+_SENDER = {_C2S: "client", _S2C: "server"}  # Direction.sender
+_APPLICATION_DATA = int(ContentType.application_data)
+_HANDSHAKE = int(ContentType.handshake)
+_ALERT = int(ContentType.alert)
+_HEARTBEAT = int(ContentType.heartbeat)
 
 # Bounds on what a connection remembers: a renegotiating or hostile peer must not grow them.
 _MAX_MESSAGES = 64  # handshake messages kept per connection (a full handshake has ~12)
@@ -185,8 +194,8 @@ class Tracker:
         self.wall_start = wall_start
         self.started = started
         self.findings: list[Finding] = []
-        self.client = Side(Direction.C2S)
-        self.server = Side(Direction.S2C)
+        self.client = Side(_C2S)
+        self.server = Side(_S2C)
         self.client_hello: ClientHello | None = None
         self.client_hello_at: float | None = None
         self.client_hellos = 0
@@ -195,7 +204,8 @@ class Tracker:
         self.hello_retry: ServerHello | None = None
         self.server_hello: ServerHello | None = None
         self.server_hello_at: float | None = None
-        self.version: int | None = None
+        self._version: int | None = None
+        self.tls13 = False  # TLS 1.3 (or a draft of it) chosen: kept with ``version`` by its setter
         self.cipher_suite: int | None = None
         self.server_key_exchange: ServerKeyExchange | None = None
         self.cert_request: CertificateRequest | None = None
@@ -235,15 +245,24 @@ class Tracker:
         self.decrypt_failures = 0  # records that did not authenticate with the key log's secrets
         self.server_went_on = False  # TLS 1.3: the server sent more than an alert after the client's flight
         self._diagnosis: Diagnosis | None = None
+        # rules.versions.offered_versions: (client_hello, sslv2_hello, answer) for the hellos it was asked about
+        self.offered_versions_memo: tuple[object, object, tuple[tuple[int, ...], bool]] | None = None
 
     # -- helpers used by the rules ---------------------------------------------------------
 
     def side(self, direction: Direction) -> Side:
-        return self.client if direction is Direction.C2S else self.server
+        return self.client if direction is _C2S else self.server
 
     @property
-    def tls13(self) -> bool:
-        return self.version is not None and is_tls13_variant(self.version)
+    def version(self) -> int | None:
+        """The version the server chose (a HelloRetryRequest's, until the ServerHello)."""
+        return self._version
+
+    @version.setter
+    def version(self, value: int | None) -> None:
+        # ``tls13`` is asked for on every record: a plain attribute, worked out here when the version changes.
+        self._version = value
+        self.tls13 = value is not None and is_tls13_variant(value)
 
     @property
     def any_fatal(self) -> bool:
@@ -265,7 +284,7 @@ class Tracker:
 
     def set_step(self, name: str, by: Direction | None, at: float) -> None:
         self.step = name
-        self.step_by = by.sender if by is not None else None
+        self.step_by = _SENDER[by] if by is not None else None
         self.step_at = at
 
     def step_text(self) -> str:
@@ -314,50 +333,59 @@ class Tracker:
 
     def on_event(self, seq: int, event: ev.Event) -> list[Finding]:
         out: list[Finding] = []
-        side = self.side(event.direction)
-        if not isinstance(event, ev.EndOfStream):
+        side = self.client if event.direction is _C2S else self.server
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            handler = _handler_for(type(event))
+        if handler is not _EOS_HANDLER:
             side.bytes_seen = True
+            at = event.at
             if side.first_at is None:
-                side.first_at = event.at
-            side.last_at = event.at
+                side.first_at = at
+            side.last_at = at
             side.last_seq = seq
-            self.progress_at = event.at
-        if isinstance(event, ev.Record):
-            self._on_record(seq, event, side, out)
-        elif isinstance(event, ev.HandshakeMessage):
-            self._on_handshake(seq, event, side, out)
-        elif isinstance(event, ev.Alert):
-            out += alerts.on_alert(self, seq, event)
-        elif isinstance(event, ev.ChangeCipherSpec):
-            self._on_ccs(seq, event, side, out)
-        elif isinstance(event, ev.Heartbeat):
-            out += ciphers.on_heartbeat(self, seq, event)
-        elif isinstance(event, ev.SSLv2Record):
-            self._on_sslv2(seq, event, out)
-        elif isinstance(event, ev.NotTLS):
-            side.not_tls = event
-            side.not_tls_seq = seq
-            if nottls.unambiguous(self, event):
-                side.not_tls_reported = True
-                out += nottls.on_not_tls(self, seq, event)
-        elif isinstance(event, ev.StartTLS):
-            self.starttls = True
-            for s in (self.client, self.server):
-                if not s.not_tls_reported:
-                    s.not_tls = None  # a plaintext preamble (STARTTLS, CONNECT, SOCKS), not a mistake
-            out += nottls.on_starttls(self, seq, event)
-        elif isinstance(event, ev.EndOfStream):
-            side.eof_at = event.at
-            side.eof_seq = seq
-            if self.first_eof is None:
-                self.first_eof = event.direction
-                self._note_hang_up(seq, event)
-            out += alerts.resolve_pending(self, side, closing=True)
-        else:
-            out += protocol.on_other(self, seq, event)
-        self.findings.extend(out)
+            self.progress_at = at
+        handler(self, seq, event, side, out)
+        if out:
+            self.findings.extend(out)
         self._diagnosis = None
         return out
+
+    # One handler per event type, all with the same signature, picked by _HANDLERS below.
+
+    def _on_alert(self, seq: int, event: ev.Alert, side: Side, out: list[Finding]) -> None:
+        out += alerts.on_alert(self, seq, event)
+
+    def _on_heartbeat(self, seq: int, event: ev.Heartbeat, side: Side, out: list[Finding]) -> None:
+        out += ciphers.on_heartbeat(self, seq, event)
+
+    def _on_sslv2_record(self, seq: int, event: ev.SSLv2Record, side: Side, out: list[Finding]) -> None:
+        self._on_sslv2(seq, event, out)
+
+    def _on_not_tls(self, seq: int, event: ev.NotTLS, side: Side, out: list[Finding]) -> None:
+        side.not_tls = event
+        side.not_tls_seq = seq
+        if nottls.unambiguous(self, event):
+            side.not_tls_reported = True
+            out += nottls.on_not_tls(self, seq, event)
+
+    def _on_starttls(self, seq: int, event: ev.StartTLS, side: Side, out: list[Finding]) -> None:
+        self.starttls = True
+        for s in (self.client, self.server):
+            if not s.not_tls_reported:
+                s.not_tls = None  # a plaintext preamble (STARTTLS, CONNECT, SOCKS), not a mistake
+        out += nottls.on_starttls(self, seq, event)
+
+    def _on_end_of_stream(self, seq: int, event: ev.EndOfStream, side: Side, out: list[Finding]) -> None:
+        side.eof_at = event.at
+        side.eof_seq = seq
+        if self.first_eof is None:
+            self.first_eof = event.direction
+            self._note_hang_up(seq, event)
+        out += alerts.resolve_pending(self, side, closing=True)
+
+    def _on_other(self, seq: int, event: ev.Event, side: Side, out: list[Finding]) -> None:
+        out += protocol.on_other(self, seq, event)
 
     def _note_hang_up(self, seq: int, event: ev.EndOfStream) -> None:
         who = event.direction.sender
@@ -406,27 +434,30 @@ class Tracker:
     # -- records ----------------------------------------------------------------------------
 
     def _on_record(self, seq: int, rec: ev.Record, side: Side, out: list[Finding]) -> None:
-        out += versions.on_record(self, seq, rec, side)
+        # versions.on_record reports an odd record version once per side; a protected record with a
+        # version from SSL 3.0 to TLS 1.2 is never odd, so the common case skips the call.
+        if not side.record_version_flagged and not (rec.encrypted and SSL3_0 <= rec.version <= TLS1_2):
+            out += versions.on_record(self, seq, rec, side)
         if not rec.encrypted:
-            if rec.content_type == ContentType.application_data:
+            if rec.content_type == _APPLICATION_DATA:
                 self._app_data(rec, side)
             return
         if rec.decrypted:
-            if rec.inner_type == ContentType.application_data:
+            if rec.inner_type == _APPLICATION_DATA:
                 self._app_data(rec, side)
-                if rec.direction is Direction.S2C and self.client.finished:
+                if rec.direction is _S2C and self.client.finished:
                     self.server_went_on = True
             return  # the decoded events that follow say the rest
         # A record that follows a pending candidate means the candidate was not the last word.
         if side.pending is not None:
             out += alerts.resolve_pending(self, side, closing=False)
-        if self.tls13 or (self.server_hello is None and rec.content_type == ContentType.application_data
-                          and rec.direction is Direction.C2S):
+        if self.tls13 or (self.server_hello is None and rec.content_type == _APPLICATION_DATA
+                          and rec.direction is _C2S):
             self._on_tls13_protected(seq, rec, side, out)
             return
         side.protected += 1
         ctype = rec.content_type
-        if ctype == ContentType.handshake:
+        if ctype == _HANDSHAKE:
             if side.ccs and not side.finished:
                 side.finished = True
                 side.finished_at = rec.at
@@ -435,11 +466,11 @@ class Tracker:
                     self.mark_complete(rec.at, inferred=False)
             elif self.complete:
                 out += ciphers.renegotiation(self, seq, rec, "an encrypted handshake record after the handshake")
-        elif ctype == ContentType.alert:
+        elif ctype == _ALERT:
             side.pending = alerts.candidate(self, seq, rec, side, certain_alert=True)
-        elif ctype == ContentType.application_data:
+        elif ctype == _APPLICATION_DATA:
             self._app_data(rec, side)
-        elif ctype == ContentType.heartbeat:
+        elif ctype == _HEARTBEAT:
             out += ciphers.on_encrypted_heartbeat(self, seq, rec, side)
 
     def _on_tls13_protected(self, seq: int, rec: ev.Record, side: Side, out: list[Finding]) -> None:
@@ -449,8 +480,9 @@ class Tracker:
         if self.server_hello is None:  # 0-RTT
             out += ciphers.early_data(self, seq, rec)
             return
-        sized = alerts.tls13_alert_size(self, rec.length)
-        if rec.direction is Direction.S2C:
+        length = rec.length
+        sized = alerts.tls13_alert_size(self, length) if length <= alerts.MAX_TLS13_ALERT else ""
+        if rec.direction is _S2C:
             if self.client_flight_at is None:
                 self.set_step("encrypted flight", rec.direction, rec.at)
                 return
@@ -525,7 +557,7 @@ class Tracker:
             return
         side.ccs = True
         self.set_step("change_cipher_spec", event.direction, event.at)
-        if event.direction is Direction.C2S:
+        if event.direction is _C2S:
             out += clientauth.on_client_ccs(self, seq, event)
         else:
             out += ciphers.on_server_ccs(self, seq, event)
@@ -541,7 +573,7 @@ class Tracker:
         t = hs.msg_type
         if hs.decrypted:
             self.saw_decrypted()
-            if (d is Direction.S2C and self.client.finished
+            if (d is _S2C and self.client.finished
                     and t in (HandshakeType.new_session_ticket, HandshakeType.key_update)):
                 self.server_went_on = True
         if msg is None:
@@ -583,7 +615,7 @@ class Tracker:
             side.certificate_msg = msg
             side.certs = tuple(e.info for e in msg.entries)
             self.set_step("certificate", d, hs.at)
-            if d is Direction.S2C:
+            if d is _S2C:
                 out += certificates.on_server_chain(self, seq, hs, msg)
             else:
                 out += clientauth.on_client_certificate(self, seq, hs, msg)
@@ -610,7 +642,7 @@ class Tracker:
             side.finished_at = hs.at
             side.finished_inferred = False
             self.set_step("finished", d, hs.at)
-            if d is Direction.C2S and self.tls13 and self.client_flight_at is None:
+            if d is _C2S and self.tls13 and self.client_flight_at is None:
                 self.client_flight_at = hs.at
             if self.client.finished and self.server.finished:
                 self.mark_complete(hs.at, inferred=False)
@@ -656,7 +688,31 @@ class Tracker:
         return ch is not None and any(v == TLS1_3 or v >> 8 == 0x7F for v in ch.supported_versions)
 
 
-def _hs_name(msg_type: int) -> str:
-    from tlsproxy.wire.registry import handshake_type_name
+_Handler = Callable[[Tracker, int, ev.Event, Side, list[Finding]], None]
 
+# isinstance order of the event classes: the first match handles the event (subclasses included).
+_BY_CLASS: tuple[tuple[type, _Handler], ...] = (
+    (ev.Record, Tracker._on_record),
+    (ev.HandshakeMessage, Tracker._on_handshake),
+    (ev.Alert, Tracker._on_alert),
+    (ev.ChangeCipherSpec, Tracker._on_ccs),
+    (ev.Heartbeat, Tracker._on_heartbeat),
+    (ev.SSLv2Record, Tracker._on_sslv2_record),
+    (ev.NotTLS, Tracker._on_not_tls),
+    (ev.StartTLS, Tracker._on_starttls),
+    (ev.EndOfStream, Tracker._on_end_of_stream),
+)
+# Event type -> handler: one dict hit per event instead of a chain of isinstance tests.  Filled
+# from _BY_CLASS, then by _handler_for for other types (bounded by the number of event classes).
+_HANDLERS: dict[type, _Handler] = dict(_BY_CLASS)
+_EOS_HANDLER: _Handler = Tracker._on_end_of_stream  # the one event that is not bytes from a side
+
+
+def _handler_for(kind: type) -> _Handler:
+    handler = next((h for cls, h in _BY_CLASS if issubclass(kind, cls)), Tracker._on_other)
+    _HANDLERS[kind] = handler
+    return handler
+
+
+def _hs_name(msg_type: int) -> str:
     return handshake_type_name(msg_type)

@@ -145,6 +145,36 @@ _LT_NULL, _LT_ETHERNET, _LT_RAW_A, _LT_RAW_B, _LT_RAW, _LT_LOOP = 0, 1, 12, 14, 
 _LT_SLL, _LT_IPV4, _LT_IPV6, _LT_SLL2 = 113, 228, 229, 276
 
 
+_FastEntry = tuple[int, struct.Struct, frozenset[int | bytes], struct.Struct, frozenset[int | bytes]]
+
+
+def _fast_entry(link: str, ip_off: int, v4_types: frozenset[int | bytes],
+                v6_types: frozenset[int | bytes]) -> _FastEntry:
+    """``decode``'s fast path for one link type: the IP header starts at ``ip_off``; ``link`` is
+    the struct format of the link header up to its type field, whose values ``v4_types`` and
+    ``v6_types`` mean IPv4 and IPv6.  Each struct reads link type field, IP header (IPv4
+    without options: ver_ihl, total length, fragment, protocol, addresses; IPv6: payload length,
+    next header, addresses) and TCP header up to the window, in one call."""
+    pad = ip_off - struct.calcsize("!" + link)
+    v4 = struct.Struct(f"!{link}{pad}xBxHxxHxBxx8sHHIIBBH")
+    v6 = struct.Struct(f"!{link}{pad}x4xHBx32sHHIIBBH")
+    assert v4.size == ip_off + 36 and v6.size == ip_off + 56  # 4 bytes short of the TCP header's end
+    return ip_off, v4, v4_types, v6, v6_types
+
+
+_ETHERTYPES_V4: frozenset[int | bytes] = frozenset((_ETHERTYPE_IPV4,))
+_ETHERTYPES_V6: frozenset[int | bytes] = frozenset((_ETHERTYPE_IPV6,))
+# Loopback families are compared as raw bytes, which accepts either byte order (as decode_frame does).
+_FAST: dict[int, _FastEntry] = {
+    _LT_ETHERNET: _fast_entry("12xH", 14, _ETHERTYPES_V4, _ETHERTYPES_V6),
+    _LT_SLL: _fast_entry("14xH", 16, _ETHERTYPES_V4, _ETHERTYPES_V6),
+    _LT_SLL2: _fast_entry("H", 20, _ETHERTYPES_V4, _ETHERTYPES_V6),
+    **dict.fromkeys((_LT_NULL, _LT_LOOP), _fast_entry(
+        "4s", 4, frozenset((b"\x02\0\0\0", b"\0\0\0\x02")),
+        frozenset(f.to_bytes(4, order) for f in _AF_INET6 for order in ("little", "big")))),
+}
+
+
 class PacketDecoder:
     """Turns ``RawPacket``s into ``TcpSegment``s, keeping counters of what was skipped.
 
@@ -162,7 +192,45 @@ class PacketDecoder:
         self._addrs: dict[bytes, tuple[str, str]] = {}
 
     def decode(self, packet: RawPacket) -> TcpSegment | None:
-        return self.decode_frame(packet.linktype, packet.data, packet.timestamp,
+        data = packet.data
+        fast = _FAST.get(packet.linktype)
+        if fast is not None:
+            # The common case in one struct call: link header, IPv4 without options (or IPv6
+            # without extension headers) and TCP, neither fragmented nor cut short.  Anything
+            # else goes the general way (decode_frame), which gives the same result for these.
+            ip_off, v4, v4_types, v6, v6_types = fast
+            n = len(data)
+            ip_end = n + 1  # where the IP packet ends; past the frame = no fast path
+            if n >= ip_off + 40:
+                (ltype, ver_ihl, total, frag, proto, pair, sport, dport, seq, ack, doff, flags,
+                 window) = v4.unpack_from(data)
+                if ltype in v4_types:
+                    if ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total and doff >= 0x50:
+                        ip_end = ip_off + total
+                        tcp_end = ip_off + 40
+                elif ltype in v6_types and n >= ip_off + 60:
+                    ltype, plen, nxt, pair, sport, dport, seq, ack, doff, flags, window = v6.unpack_from(data)
+                    if nxt == 6 and plen and doff >= 0x50:
+                        ip_end = ip_off + 40 + plen
+                        tcp_end = ip_off + 60
+            if ip_end <= n:
+                names = self._addrs.get(pair)
+                if names is None:
+                    names = self._names(pair)
+                start = tcp_end - 20 + ((doff >> 4) << 2)
+                stats = self.stats
+                stats.frames += 1
+                stats.tcp += 1
+                if start < ip_end:
+                    payload = data[start:ip_end]
+                    length = ip_end - start
+                else:
+                    payload = b""
+                    length = 0
+                return _segment((names[0], sport), (names[1], dport), seq, ack, flags, window,
+                                payload, length, packet.timestamp, False,
+                                data[tcp_end:start] if start > tcp_end else b"")
+        return self.decode_frame(packet.linktype, data, packet.timestamp,
                                  packet.caplen < packet.origlen)
 
     def decode_frame(self, linktype: int, data: bytes, timestamp: float,
@@ -256,7 +324,7 @@ class PacketDecoder:
             pair = data[off + 12:off + 20]
             names = self._addrs.get(pair)
             if names is None:
-                names = self._cache(pair, socket.inet_ntoa(pair[:4]), socket.inet_ntoa(pair[4:]))
+                names = self._names(pair)
             src, dst = names
             ip_end = off + total
             if total == 0:
@@ -274,8 +342,7 @@ class PacketDecoder:
             pair = data[off + 8:off + 40]
             names = self._addrs.get(pair)
             if names is None:
-                names = self._cache(pair, socket.inet_ntop(socket.AF_INET6, pair[:16]),
-                                    socket.inet_ntop(socket.AF_INET6, pair[16:]))
+                names = self._names(pair)
             src, dst = names
             if plen:
                 ip_end = off + 40 + plen
@@ -345,9 +412,15 @@ class PacketDecoder:
         return _segment((src, sport), (dst, dport), seq, ack, flags, window, payload, length,
                         timestamp, truncated, options)
 
-    def _cache(self, key: bytes, src: str, dst: str) -> tuple[str, str]:
+    def _names(self, pair: bytes) -> tuple[str, str]:
+        """Source and destination address strings of 8 (IPv4) or 32 (IPv6) address bytes, cached."""
+        if len(pair) == 8:
+            names = (socket.inet_ntoa(pair[:4]), socket.inet_ntoa(pair[4:]))
+        else:
+            names = (socket.inet_ntop(socket.AF_INET6, pair[:16]),
+                     socket.inet_ntop(socket.AF_INET6, pair[16:]))
         cache = self._addrs
         if len(cache) >= self._ADDR_CACHE_MAX:
             cache.clear()
-        cache[key] = names = (src, dst)
+        cache[pair] = names
         return names

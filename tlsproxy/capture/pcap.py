@@ -93,6 +93,8 @@ _EPB = {e: struct.Struct(e + "IIIII") for e in "<>"}
 _PB = {e: struct.Struct(e + "HHIIII") for e in "<>"}
 _OPT = {e: struct.Struct(e + "HH") for e in "<>"}
 _U64 = {e: struct.Struct(e + "q") for e in "<>"}
+# An Enhanced Packet Block's fixed part: type, length, interface, timestamp (2), caplen, origlen.
+_EPB_HEAD = {e: struct.Struct(e + "IIIIIII") for e in "<>"}
 
 
 class _Interface:
@@ -117,8 +119,11 @@ class CaptureReader:
     """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = bytearray()  # bytes not yet consumed (the start of an incomplete record)
         self._pos = 0  # file offset of self._buf[0]
+        # Length ``_buf`` must reach before parsing can make progress: feeding in small pieces
+        # then costs nothing until a record is complete (parsing works on a bytes copy).
+        self._need = 0
         self._error: CaptureFormatError | None = None
         self._closed = False
         self.format: str | None = None
@@ -152,25 +157,41 @@ class CaptureReader:
             raise RuntimeError("feed() after close()")
         if self._error is not None:
             raise self._error
-        self._buf += data
         out: list[RawPacket] = []
-        try:
-            if self.format is None and not self._read_file_header():
+        pending = self._buf
+        if pending:
+            pending += data
+            if len(pending) < self._need:
                 return out
+            buf = bytes(pending)
+        else:
+            # Parse the caller's bytes in place (``bytes()`` of a bytes object is no copy):
+            # slices of a bytes object are the packets' data, with no intermediate view.
+            buf = data if type(data) is bytes else bytes(memoryview(data))
+        pos = 0
+        try:
+            if self.format is None:
+                pos = self._read_file_header(buf)
             if self.format == "pcap":
-                self._read_pcap(out)
-            else:
-                self._read_pcapng(out)
+                pos = self._read_pcap(buf, pos, out)
+            elif self.format == "pcapng":
+                pos = self._read_pcapng(buf, pos, out)
         except CaptureFormatError as exc:
             self._error = exc
-            self._buf.clear()
+            pending.clear()
             if not out:
                 raise
         except struct.error as exc:  # pragma: no cover - every read is length-checked first
             self._error = CaptureFormatError(f"internal short read: {exc}", offset=self._pos)
-            self._buf.clear()
+            pending.clear()
             if not out:
                 raise self._error from exc
+        else:
+            if pending:
+                del pending[:pos]
+            elif pos < len(buf):
+                pending += buf[pos:]
+            self._pos += pos
         self.packets += len(out)
         return out
 
@@ -192,19 +213,19 @@ class CaptureReader:
 
     # headers -----------------------------------------------------------------------------------
 
-    def _read_file_header(self) -> bool:
-        buf = self._buf
+    def _read_file_header(self, buf: bytes) -> int:
+        """Recognise the format; returns how many bytes the header took (0: not complete yet)."""
         if len(buf) < 4:
-            return False
-        magic = bytes(buf[:4])
+            return 0
+        magic = buf[:4]
         if magic == _PCAPNG_SHB:
             self.format = "pcapng"
-            return True
+            return 0  # the Section Header Block is read as a block
         info = _PCAP_MAGIC.get(magic)
         if info is None:
             raise CaptureFormatError(f"not a pcap or pcapng file (magic {magic.hex()})", offset=0)
         if len(buf) < 24:
-            return False
+            return 0
         self._endian, self._divisor, self._modified = info
         major, _minor, _zone, _sigfigs, _snaplen, network = _PCAP_FILE_HDR[self._endian].unpack_from(buf, 4)
         if major != 2:
@@ -212,58 +233,80 @@ class CaptureReader:
         # The LinkType field's low 16 bits are the link type; the high bits carry FCS information.
         self._linktype = network & 0xFFFF
         self.format = "pcap"
-        del buf[:24]
-        self._pos += 24
-        return True
+        return 24
 
     # classic pcap --------------------------------------------------------------------------------
 
-    def _read_pcap(self, out: list[RawPacket]) -> None:
-        buf = self._buf
-        mv = memoryview(buf)
-        try:
-            rec = _PCAP_REC_HDR[self._endian].unpack_from
-            hdr_len = 24 if self._modified else 16
-            divisor = self._divisor
-            linktype = self._linktype
-            end = len(buf)
-            pos = 0
-            append = out.append
-            build = _raw_packet
-            while end - pos >= hdr_len:
-                sec, frac, caplen, origlen = rec(buf, pos)
-                if caplen > MAX_PCAP_CAPLEN:
-                    raise CaptureFormatError(
-                        f"record claims a {caplen}-byte packet, larger than the maximum "
-                        f"{MAX_PCAP_CAPLEN}: the file is damaged", offset=self._pos + pos)
-                stop = pos + hdr_len + caplen
-                if stop > end:
-                    break
-                if frac >= divisor:
-                    # Some writers (and damage) put out-of-range fractions; keep going but do not
-                    # let them roll into the next second silently.
-                    frac = divisor - 1
-                append(build(linktype, sec + frac / divisor, bytes(mv[pos + hdr_len:stop]),
-                                   caplen, origlen, 0))
-                pos = stop
-        finally:
-            mv.release()
-        if pos:
-            del buf[:pos]
-            self._pos += pos
+    def _read_pcap(self, buf: bytes, pos: int, out: list[RawPacket]) -> int:
+        """Records from ``buf[pos:]``; returns where the first incomplete one starts."""
+        rec = _PCAP_REC_HDR[self._endian].unpack_from
+        hdr_len = 24 if self._modified else 16
+        divisor = self._divisor
+        linktype = self._linktype
+        end = len(buf)
+        append = out.append
+        build = _raw_packet
+        need = hdr_len
+        while end - pos >= hdr_len:
+            sec, frac, caplen, origlen = rec(buf, pos)
+            if caplen > MAX_PCAP_CAPLEN:
+                raise CaptureFormatError(
+                    f"record claims a {caplen}-byte packet, larger than the maximum "
+                    f"{MAX_PCAP_CAPLEN}: the file is damaged", offset=self._pos + pos)
+            stop = pos + hdr_len + caplen
+            if stop > end:
+                need = hdr_len + caplen
+                break
+            if frac >= divisor:
+                # Some writers (and damage) put out-of-range fractions; keep going but do not
+                # let them roll into the next second silently.
+                frac = divisor - 1
+            append(build(linktype, sec + frac / divisor, buf[pos + hdr_len:stop], caplen, origlen, 0))
+            pos = stop
+        self._need = need
+        return pos
 
     # pcapng --------------------------------------------------------------------------------------
 
-    def _read_pcapng(self, out: list[RawPacket]) -> None:
-        buf = self._buf
-        mv = memoryview(buf)
-        pos = 0
+    def _read_pcapng(self, buf: bytes, pos: int, out: list[RawPacket]) -> int:
+        """Blocks from ``buf[pos:]``; returns where the first incomplete one starts.
+
+        Enhanced Packet Blocks (nearly every block of a capture) are read inline with one
+        ``unpack_from`` of their fixed part; every other block goes through the general path.
+        """
+        end = len(buf)
+        need = 12
+        append = out.append
+        build = _raw_packet
+        e = self._endian
+        epb_head = _EPB_HEAD[e].unpack_from
+        u32 = _U32[e].unpack_from
+        interfaces = self._interfaces
         try:
-            end = len(buf)
             while end - pos >= 12:
+                if end - pos >= 28:
+                    btype, blen, iface_id, ts_hi, ts_lo, caplen, origlen = epb_head(buf, pos)
+                    if btype == 6 and 32 <= blen <= MAX_PCAPNG_BLOCK and not blen & 3:
+                        # Same checks, in the same order, as the general path below and _epb.
+                        stop = pos + blen
+                        if stop > end:
+                            need = blen
+                            break
+                        if u32(buf, stop - 4)[0] != blen:
+                            raise CaptureFormatError(
+                                f"pcapng block of type {btype:#x}: trailing length "
+                                f"{u32(buf, stop - 4)[0]} != {blen}", offset=self._pos + pos)
+                        if 28 + caplen > blen - 4:
+                            raise CaptureFormatError(f"pcapng packet of {caplen} bytes overruns its block",
+                                                     offset=self._pos + pos)
+                        iface = interfaces[iface_id] if iface_id < len(interfaces) else self._iface(iface_id, pos)
+                        ts = iface.offset + ((ts_hi << 32) | ts_lo) / iface.divisor
+                        self._last_ts = ts
+                        append(build(iface.linktype, ts, buf[pos + 28:pos + 28 + caplen], caplen,
+                                     origlen, iface_id))
+                        pos = stop
+                        continue
                 if buf[pos:pos + 4] == _PCAPNG_SHB:
-                    if end - pos < 12:
-                        break
                     bom = buf[pos + 8:pos + 12]
                     if bom == b"\x4d\x3c\x2b\x1a":
                         self._endian = "<"
@@ -271,40 +314,43 @@ class CaptureReader:
                         self._endian = ">"
                     else:
                         raise CaptureFormatError(
-                            f"pcapng section header with bad byte-order magic {bytes(bom).hex()}",
+                            f"pcapng section header with bad byte-order magic {bom.hex()}",
                             offset=self._pos + pos)
-                e = self._endian
+                    e = self._endian
+                    epb_head = _EPB_HEAD[e].unpack_from
+                    u32 = _U32[e].unpack_from
                 btype, blen = _U32X2[e].unpack_from(buf, pos)
                 if blen < 12 or blen % 4 or blen > MAX_PCAPNG_BLOCK:
                     raise CaptureFormatError(f"pcapng block of type {btype:#x} with bad length {blen}",
                                              offset=self._pos + pos)
                 stop = pos + blen
                 if stop > end:
+                    need = blen
                     break
-                (trailer,) = _U32[e].unpack_from(buf, stop - 4)
+                (trailer,) = u32(buf, stop - 4)
                 if trailer != blen:
                     raise CaptureFormatError(
                         f"pcapng block of type {btype:#x}: trailing length {trailer} != {blen}",
                         offset=self._pos + pos)
                 if btype == 6:
-                    self._epb(mv, pos, blen, out)
+                    self._epb(buf, pos, blen, out)
                 elif btype == 3:
-                    self._spb(mv, pos, blen, out)
+                    self._spb(buf, pos, blen, out)
                 elif btype == 1:
-                    self._idb(mv, pos, blen)
+                    self._idb(buf, pos, blen)
                 elif btype == 0x0A0D0D0A:
                     self._interfaces = []  # a new section starts with no interfaces
                 elif btype == 2:
-                    self._pb(mv, pos, blen, out)
+                    self._pb(buf, pos, blen, out)
                 elif btype == 0x0A:
-                    self._dsb(mv, pos, blen)
+                    self._dsb(buf, pos, blen)
                 # Any other block (name resolution, statistics, custom) is skipped.
+                interfaces = self._interfaces
                 pos = stop
         finally:
-            mv.release()
-        if pos:
-            del buf[:pos]
-            self._pos += pos
+            # Where parsing stopped (at damage too: the error's offset is self._pos + pos).
+            self._need = need
+        return pos
 
     def _iface(self, index: int, pos: int) -> _Interface:
         try:
@@ -313,48 +359,48 @@ class CaptureReader:
             raise CaptureFormatError(f"pcapng packet names undefined interface {index}",
                                      offset=self._pos + pos) from None
 
-    def _idb(self, mv: memoryview, pos: int, blen: int) -> None:
+    def _idb(self, buf: bytes, pos: int, blen: int) -> None:
         e = self._endian
         if blen < 20:
             raise CaptureFormatError("pcapng interface block too short", offset=self._pos + pos)
-        linktype, _reserved, _snaplen = _IDB[e].unpack_from(mv, pos + 8)
+        linktype, _reserved, _snaplen = _IDB[e].unpack_from(buf, pos + 8)
         divisor = 1_000_000
         offset = 0
         opt = pos + 16
         opt_end = pos + blen - 4
         unpack_opt = _OPT[e].unpack_from
         while opt + 4 <= opt_end:
-            code, length = unpack_opt(mv, opt)
+            code, length = unpack_opt(buf, opt)
             value = opt + 4
             if code == 0:  # opt_endofopt
                 break
             if value + length > opt_end:
                 break  # a malformed option list: keep the defaults rather than fail the capture
             if code == 9 and length >= 1:  # if_tsresol
-                res = mv[value]
+                res = buf[value]
                 exp = res & 0x7F
                 divisor = (2 ** exp) if res & 0x80 else (10 ** exp)
                 if divisor == 0 or exp > 63:
                     divisor = 1_000_000
             elif code == 14 and length >= 8:  # if_tsoffset
-                (offset,) = _U64[e].unpack_from(mv, value)
+                (offset,) = _U64[e].unpack_from(buf, value)
             opt = value + ((length + 3) & ~3)
         self._interfaces.append(_Interface(linktype, divisor, offset))
 
-    def _epb(self, mv: memoryview, pos: int, blen: int, out: list[RawPacket]) -> None:
+    def _epb(self, buf: bytes, pos: int, blen: int, out: list[RawPacket]) -> None:
         if blen < 32:
             raise CaptureFormatError("pcapng enhanced packet block too short", offset=self._pos + pos)
-        iface_id, ts_hi, ts_lo, caplen, origlen = _EPB[self._endian].unpack_from(mv, pos + 8)
-        self._timestamped(mv, pos, blen, iface_id, ts_hi, ts_lo, caplen, origlen, out)
+        iface_id, ts_hi, ts_lo, caplen, origlen = _EPB[self._endian].unpack_from(buf, pos + 8)
+        self._timestamped(buf, pos, blen, iface_id, ts_hi, ts_lo, caplen, origlen, out)
 
-    def _pb(self, mv: memoryview, pos: int, blen: int, out: list[RawPacket]) -> None:
+    def _pb(self, buf: bytes, pos: int, blen: int, out: list[RawPacket]) -> None:
         """The obsolete Packet Block: an Enhanced Packet Block with a drops counter."""
         if blen < 32:
             raise CaptureFormatError("pcapng packet block too short", offset=self._pos + pos)
-        iface_id, _drops, ts_hi, ts_lo, caplen, origlen = _PB[self._endian].unpack_from(mv, pos + 8)
-        self._timestamped(mv, pos, blen, iface_id, ts_hi, ts_lo, caplen, origlen, out)
+        iface_id, _drops, ts_hi, ts_lo, caplen, origlen = _PB[self._endian].unpack_from(buf, pos + 8)
+        self._timestamped(buf, pos, blen, iface_id, ts_hi, ts_lo, caplen, origlen, out)
 
-    def _timestamped(self, mv: memoryview, pos: int, blen: int, iface_id: int, ts_hi: int, ts_lo: int,
+    def _timestamped(self, buf: bytes, pos: int, blen: int, iface_id: int, ts_hi: int, ts_lo: int,
                      caplen: int, origlen: int, out: list[RawPacket]) -> None:
         """Packet data at offset 28 of a block, timestamped in its interface's resolution."""
         if 28 + caplen > blen - 4:
@@ -363,30 +409,30 @@ class CaptureReader:
         iface = self._iface(iface_id, pos)
         ts = iface.offset + ((ts_hi << 32) | ts_lo) / iface.divisor
         self._last_ts = ts
-        out.append(_raw_packet(iface.linktype, ts, bytes(mv[pos + 28:pos + 28 + caplen]), caplen,
+        out.append(_raw_packet(iface.linktype, ts, buf[pos + 28:pos + 28 + caplen], caplen,
                                origlen, iface_id))
 
-    def _dsb(self, mv: memoryview, pos: int, blen: int) -> None:
+    def _dsb(self, buf: bytes, pos: int, blen: int) -> None:
         """Decryption Secrets Block: secrets type, length, data.  Only TLS key logs ("TLSK") are
         kept; other secret types (WireGuard, SSH, ...) are not ours to read."""
         if blen < 20:
             raise CaptureFormatError("pcapng decryption secrets block too short", offset=self._pos + pos)
-        secrets_type, length = _U32X2[self._endian].unpack_from(mv, pos + 8)
+        secrets_type, length = _U32X2[self._endian].unpack_from(buf, pos + 8)
         if 16 + length > blen - 4:
             raise CaptureFormatError(f"pcapng secrets of {length} bytes overrun their block",
                                      offset=self._pos + pos)
         if secrets_type == 0x544C534B:  # "TLSK": NSS key log format
-            self._secrets.append(bytes(mv[pos + 16:pos + 16 + length]).decode("utf-8", "replace"))
+            self._secrets.append(buf[pos + 16:pos + 16 + length].decode("utf-8", "replace"))
 
-    def _spb(self, mv: memoryview, pos: int, blen: int, out: list[RawPacket]) -> None:
+    def _spb(self, buf: bytes, pos: int, blen: int, out: list[RawPacket]) -> None:
         if blen < 16:
             raise CaptureFormatError("pcapng simple packet block too short", offset=self._pos + pos)
-        (origlen,) = _U32[self._endian].unpack_from(mv, pos + 8)
+        (origlen,) = _U32[self._endian].unpack_from(buf, pos + 8)
         caplen = min(origlen, blen - 16)
         iface = self._iface(0, pos)
         # A Simple Packet Block has no timestamp: reuse the previous packet's so that times stay
         # monotonic for whoever consumes them.
-        out.append(_raw_packet(iface.linktype, self._last_ts, bytes(mv[pos + 12:pos + 12 + caplen]),
+        out.append(_raw_packet(iface.linktype, self._last_ts, buf[pos + 12:pos + 12 + caplen],
                                caplen, origlen, 0))
 
 

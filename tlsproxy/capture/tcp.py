@@ -34,6 +34,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass
+from heapq import heappop, heappush
 
 from tlsproxy.capture.packets import ACK, FIN, RST, SYN, TcpSegment, format_endpoint
 from tlsproxy.fastbuild import frozen_builder
@@ -48,6 +49,7 @@ __all__ = [
 _INF = float("inf")
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
+_SYN_FIN_RST = SYN | FIN | RST  # any of these takes the general path
 
 MAX_OUT_OF_ORDER = 4 << 20
 """Bytes buffered ahead of a hole, per direction (4 MiB).  Larger than any real TCP window a
@@ -160,7 +162,19 @@ class ConnectionFinished(StreamEvent):
     """Both directions are closed; the connection's state has been dropped."""
 
 
+# Positional builders (fields in declaration order: conn, at, then the class's own): every event
+# of every connection is built by one of these.
 _stream_data = frozen_builder(StreamData)  # (conn, at, direction, data, offset): the hot path
+_make_key = frozen_builder(ConnKey)  # (client, server, index)
+_make_opened = frozen_builder(ConnectionOpened)  # (conn, at, client, server, syn_seen, basis)
+_make_gap = frozen_builder(StreamGap)  # (conn, at, direction, length, offset)
+_make_conflict = frozen_builder(StreamConflict)  # (conn, at, direction, length, offset)
+_make_closed = frozen_builder(StreamClosed)  # (conn, at, direction, how, offset, by)
+_make_finished = frozen_builder(ConnectionFinished)  # (conn, at)
+
+
+def _by_reset_order(entry: tuple[float, int, int]) -> int:
+    return entry[1]
 
 
 def looks_like_client_hello(payload: bytes) -> bool:
@@ -248,8 +262,14 @@ class TcpReassembler:
         self._next_index = 0
         self._idle_timeout = idle_timeout
         self._next_sweep = 0.0 if idle_timeout is not None else _INF
-        # Connections reset by one side, waiting for the other side's bytes still in flight.
+        # Connections reset by one side, waiting for the other side's bytes still in flight:
+        # index -> deadline, in the order the resets happened.
         self._resets: dict[int, float] = {}
+        # The same deadlines as a heap of (deadline, order of the reset, index), so that finding
+        # the earliest (and the due ones) does not walk every pending reset.  Entries of
+        # connections that finished meanwhile (no longer in ``_resets``) are dropped lazily.
+        self._reset_heap: list[tuple[float, int, int]] = []
+        self._reset_order = 0
         self._timer_at = 0.0  # the earliest capture time at which a timer above is due
         self.stats = ReassemblyStats()
 
@@ -261,13 +281,14 @@ class TcpReassembler:
 
     def feed(self, seg: TcpSegment) -> list[StreamEvent]:
         self.stats.segments += 1
-        timers_due = seg.timestamp >= self._timer_at
+        at = seg.timestamp
+        timers_due = at >= self._timer_at
         entry = self._table.get((seg.src, seg.dst))
         if entry is not None and not timers_due:
             conn, half = entry
-            conn.last_at = seg.timestamp
+            conn.last_at = at
             # Fast path: plain data exactly at the next expected byte, nothing buffered.
-            if half.fast and not seg.flags & (SYN | FIN | RST) and not seg.truncated:
+            if half.fast and not seg.flags & _SYN_FIN_RST and not seg.truncated:
                 data = seg.payload
                 if not data:
                     return []
@@ -278,8 +299,7 @@ class TcpReassembler:
                     tail += data
                     if len(tail) > 2 * RECENT_WINDOW:
                         del tail[:-RECENT_WINDOW]
-                    return [_stream_data(conn.key, seg.timestamp, half.direction, data,
-                                         nxt - half.base)]
+                    return [_stream_data(conn.key, at, half.direction, data, nxt - half.base)]
             out: list[StreamEvent] = []
             self._segment(conn, half, seg, out)
             return out
@@ -331,11 +351,10 @@ class TcpReassembler:
         server = conn.b if client is conn.a else conn.a
         client.direction = Direction.C2S
         server.direction = Direction.S2C
-        conn.key = ConnKey(client=client.endpoint, server=server.endpoint, index=conn.index)
+        conn.key = _make_key(client.endpoint, server.endpoint, conn.index)
         conn.opened = True
-        out.append(ConnectionOpened(conn=conn.key, client=client.endpoint, server=server.endpoint,
-                                    syn_seen=basis in ("syn", "syn-ack"), basis=basis,
-                                    at=conn.first_at))
+        out.append(_make_opened(conn.key, conn.first_at, client.endpoint, server.endpoint,
+                                basis in ("syn", "syn-ack"), basis))
         client.update_fast()
         server.update_fast()
 
@@ -375,11 +394,14 @@ class TcpReassembler:
             self._finished(conn, at, out)
         elif conn.reset_by is None:
             conn.reset_by = half
-            self._resets[conn.index] = at + RESET_GRACE
+            deadline = at + RESET_GRACE
+            self._resets[conn.index] = deadline
+            heappush(self._reset_heap, (deadline, self._reset_order, conn.index))
+            self._reset_order += 1
             self._reschedule()
 
     def _finished(self, conn: _Conn, at: float, out: list[StreamEvent]) -> None:
-        out.append(ConnectionFinished(conn=conn.key, at=at))
+        out.append(_make_finished(conn.key, at))
         del self._conns[conn.index]
         if self._resets.pop(conn.index, None) is not None:
             self._reschedule()
@@ -397,10 +419,17 @@ class TcpReassembler:
 
     def _timers(self, now: float, out: list[StreamEvent]) -> None:
         """Run what is due at capture time ``now``: reset grace periods, then the idle sweep."""
-        for index, deadline in list(self._resets.items()):
-            if deadline <= now and index in self._conns:
-                conn = self._conns[index]
-                self._end(conn, "rst", conn.last_at, out, by=conn.reset_by)
+        heap = self._reset_heap
+        if heap and heap[0][0] <= now:
+            due: list[tuple[float, int, int]] = []
+            while heap and heap[0][0] <= now:
+                due.append(heappop(heap))
+            due.sort(key=_by_reset_order)  # ended in the order the resets happened
+            resets, conns = self._resets, self._conns
+            for _deadline, _order, index in due:
+                if index in resets:  # (else it finished meanwhile)
+                    conn = conns[index]
+                    self._end(conn, "rst", conn.last_at, out, by=conn.reset_by)
         timeout = self._idle_timeout
         if timeout is not None and now >= self._next_sweep:
             self._next_sweep = now + min(timeout / 4, 60.0)
@@ -410,7 +439,10 @@ class TcpReassembler:
         self._reschedule()
 
     def _reschedule(self) -> None:
-        self._timer_at = min(self._next_sweep, min(self._resets.values(), default=_INF))
+        heap, resets = self._reset_heap, self._resets
+        while heap and heap[0][2] not in resets:
+            heappop(heap)  # that connection finished before its grace period ran out
+        self._timer_at = min(self._next_sweep, heap[0][0]) if heap else self._next_sweep
 
     # segments ----------------------------------------------------------------------------------
 
@@ -562,8 +594,7 @@ class TcpReassembler:
         half.tail.clear()  # the recent window must end at ``next`` and be contiguous
         self.stats.gaps += 1
         self.stats.gap_bytes += length
-        out.append(StreamGap(conn=conn.key, direction=half.direction, length=length,
-                             offset=nxt - half.base, at=at))
+        out.append(_make_gap(conn.key, at, half.direction, length, nxt - half.base))
 
     def _compare_tail(self, conn: _Conn, half: _Half, start: int, data: bytes, at: float,
                       out: list[StreamEvent]) -> None:
@@ -582,8 +613,7 @@ class TcpReassembler:
     def _conflict(self, conn: _Conn, half: _Half, start: int, length: int, at: float,
                   out: list[StreamEvent]) -> None:
         self.stats.conflicts += 1
-        out.append(StreamConflict(conn=conn.key, direction=half.direction, length=length,
-                                  offset=start - half.base, at=at))
+        out.append(_make_conflict(conn.key, at, half.direction, length, start - half.base))
 
     def _insert(self, conn: _Conn, half: _Half, start: int, data: bytes, at: float,
                 out: list[StreamEvent]) -> None:
@@ -667,5 +697,4 @@ class TcpReassembler:
         half.ooo_bytes = 0
         half.tail = bytearray()
         length = (half.next - half.base) if half.next is not None else 0
-        out.append(StreamClosed(conn=conn.key, direction=half.direction, how=how, offset=length,
-                                at=at, by=by))
+        out.append(_make_closed(conn.key, at, half.direction, how, length, by))

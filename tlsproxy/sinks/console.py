@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.text import Text
 
 from tlsproxy.analysis.model import Finding, Severity
 from tlsproxy.netaddr import format_addr as _addr
@@ -38,6 +37,8 @@ __all__ = ["ConsoleSink", "make_console"]
 #: (count, bytes, first and last time) — the same rule as the session file, so that a long
 #: transfer balloons neither.
 SCREEN_APP_DATA_RECORDS = 100
+
+_SEVERITIES = tuple(Severity)
 
 
 def make_console(*, no_color: bool = False, file: object = None, force_terminal: bool | None = None,
@@ -75,7 +76,27 @@ class _ConnView:
     info: object
     app_records: dict[Direction, int] = field(default_factory=lambda: {Direction.C2S: 0, Direction.S2C: 0})
     runs: dict[Direction, _Run] = field(default_factory=dict)
-    bytes: dict[Direction, int] = field(default_factory=lambda: {Direction.C2S: 0, Direction.S2C: 0})
+
+
+@dataclass(frozen=True, slots=True)
+class _Renderers:
+    """The transcript renderers of one output mode: rich ``Text`` (a terminal) or ``str`` lines
+    (plain: a pipe or a file), so the per-event path picks no mode."""
+
+    event: Callable[..., list]
+    finding: Callable[..., list]
+    app_data_run: Callable[..., object]
+    connection_opened: Callable[..., object]
+    diagnosis_line: Callable[..., object]
+
+
+_RICH = _Renderers(event=render.render_event, finding=render.render_finding,
+                   app_data_run=render.render_app_data_run, connection_opened=render.render_connection_opened,
+                   diagnosis_line=render.render_diagnosis_line)
+_PLAIN = _Renderers(event=render.render_event_plain, finding=render.render_finding_plain,
+                    app_data_run=render.render_app_data_run_plain,
+                    connection_opened=render.render_connection_opened_plain,
+                    diagnosis_line=render.render_diagnosis_line_plain)
 
 
 class ConsoleSink:
@@ -92,9 +113,10 @@ class ConsoleSink:
         self.app_data_records = app_data_records
         self._use_live = self.console.is_terminal if live is None else live
         self._plain = not self.console.is_terminal and self.console.soft_wrap
+        self._render = _PLAIN if self._plain else _RICH
         self._live: Live | None = None
         self._conns: dict[int, _ConnView] = {}
-        self._tally = SummaryTally()
+        self.tally = SummaryTally()  # the exit table (an analysis worker swaps in a row collector)
         self._closed = 0
         self._totals = {Direction.C2S: 0, Direction.S2C: 0}
         self._findings: dict[Severity, int] = {Severity.error: 0, Severity.warning: 0, Severity.info: 0}
@@ -121,23 +143,15 @@ class ConsoleSink:
                                     findings=self._findings)
 
     def _print(self, *items: RenderableType) -> None:
+        """Print renderables; in plain mode the items are the ``str`` lines of the plain renderers."""
         target = self._live.console if self._live is not None else self.console
         if self._plain:
             # Off a terminal nothing is styled or wrapped (soft wrap), so a line is its plain
             # text: writing it directly costs a fraction of rich's render pipeline, which matters
-            # when a capture has tens of thousands of connections.
-            out: list[str] = []
-            for item in items:
-                texts = _plain_texts(item)
-                if texts is None:
-                    if out:
-                        target.file.write("".join(out))
-                        out.clear()
-                    target.print(item)
-                else:
-                    out.extend(t + "\n" for t in texts)
-            if out:
-                target.file.write("".join(out))
+            # when a capture has tens of thousands of connections.  Rich would have stripped
+            # control codes from every fragment; one pass over the batch does the same.
+            if items:
+                target.file.write(render.strip_control_codes("\n".join(items) + "\n"))  # type: ignore[arg-type]
             return
         for item in items:
             target.print(item)
@@ -151,46 +165,71 @@ class ConsoleSink:
         label = ConnLabel(id=info.id, started=info.started, wall_start=info.wall_start)
         self._conns[info.id] = _ConnView(label=label, info=info)
         if not self.quiet:
-            self._print(render.render_connection_opened(label, info.client, info.server, info.target, info.mode))
+            self._print(self._render.connection_opened(label, info.client, info.server, info.target, info.mode))
 
     def event(self, conn_id: int, seq: int, event: ev.Event | None, findings: Sequence[Finding]) -> None:
         view = self._conns.get(conn_id)
-        label = view.label if view is not None else ConnLabel(id=conn_id)
-        lines: list[RenderableType] = []
+        if event is not None and view is not None and isinstance(event, ev.Record):
+            self._totals[event.direction] += event.length + 5
+        if self.quiet:
+            # -q shows no events, so which to show (and app-data runs) is moot: only findings,
+            # each on its own line with the connection id.
+            if findings:
+                lines = self._finding_lines(view.label if view is not None else ConnLabel(id=conn_id), findings,
+                                            alone=True)
+                if lines:
+                    self._print(*lines)
+            return
+        lines = []
         if event is not None and view is not None:
-            if isinstance(event, ev.Record):
-                self._totals[event.direction] += event.length + 5
-                view.bytes[event.direction] += event.length + 5
-            if (isinstance(event, ev.DecryptedData) and not self.verbose
-                    and view.app_records[event.direction] > self.app_data_records):
-                event = None  # --show-data previews follow their records into the summary
-            elif render.is_app_data_record(event) and not self.verbose:
-                n = view.app_records[event.direction] = view.app_records[event.direction] + 1
-                if n > self.app_data_records:
-                    run = view.runs.setdefault(event.direction, _Run(first=event.at))
-                    run.count += 1
-                    run.nbytes += event.length
-                    run.last = event.at
-                    event = None  # summarised; findings (if any) still print below
-            else:
-                lines.extend(self._flush_runs(view))
-        if event is not None and not self.quiet:
-            lines.extend(render.render_event(label, event, verbose=self.verbose, show_hex=self.hexdump))
+            event = self._screen(view, event, lines)
+        label = view.label if view is not None else ConnLabel(id=conn_id)
+        if event is not None:
+            lines.extend(self._render.event(label, event, verbose=self.verbose, show_hex=self.hexdump))
+        if findings:
+            lines.extend(self._finding_lines(label, findings, alone=event is None))
+        if lines:
+            self._print(*lines)
+
+    def _finding_lines(self, label: ConnLabel, findings: Sequence[Finding], *, alone: bool) -> list[RenderableType]:
+        """Count the findings and render those to show; ``alone``: not under a shown event."""
+        lines: list[RenderableType] = []
         for finding in findings:
             self._findings[finding.severity] += 1
             if self.quiet and finding.severity is Severity.info:
                 continue  # -q is for what went wrong; info findings stay in the JSON and the counts
-            lines.extend(render.render_finding(label, finding, verbose=self.verbose,
-                                               quiet=self.quiet or event is None))
-        if lines:
-            self._print(*lines)
+            lines.extend(self._render.finding(label, finding, verbose=self.verbose, quiet=alone))
+        return lines
+
+    def _screen(self, view: _ConnView, event: ev.Event, lines: list[RenderableType]) -> ev.Event | None:
+        """The event to show, or ``None`` when it is bulk data summarised into a run; anything else
+        first flushes the connection's pending runs into ``lines``."""
+        if isinstance(event, ev.Record):
+            if not self.verbose and render.is_app_data_record(event):
+                direction = event.direction
+                n = view.app_records[direction] = view.app_records[direction] + 1
+                if n > self.app_data_records:
+                    run = view.runs.get(direction)
+                    if run is None:
+                        run = view.runs[direction] = _Run(first=event.at)
+                    run.count += 1
+                    run.nbytes += event.length
+                    run.last = event.at
+                    return None  # summarised; findings (if any) still print
+                return event
+        elif (isinstance(event, ev.DecryptedData) and not self.verbose
+              and view.app_records[event.direction] > self.app_data_records):
+            return None  # --show-data previews follow their records into the summary
+        if view.runs:
+            lines.extend(self._flush_runs(view))
+        return event
 
     def _flush_runs(self, view: _ConnView) -> list[RenderableType]:
         out: list[RenderableType] = []
         for direction, run in list(view.runs.items()):
             if not self.quiet:
-                out.append(render.render_app_data_run(view.label, direction, run.count, run.nbytes,
-                                                      run.first, run.last))
+                out.append(self._render.app_data_run(view.label, direction, run.count, run.nbytes,
+                                                     run.first, run.last))
         view.runs.clear()
         return out
 
@@ -198,27 +237,31 @@ class ConsoleSink:
         view = self._conns.pop(report.info.id, None)
         label = view.label if view is not None else ConnLabel(id=report.info.id, started=report.info.started,
                                                                wall_start=report.info.wall_start)
-        lines: list[RenderableType] = self._flush_runs(view) if view is not None else []
+        lines: list[RenderableType] = self._flush_runs(view) if view is not None and view.runs else []
         self._closed += 1
         info = report.info
         where = report.summary.sni or info.target or _addr(info.server)
-        counts = {s: 0 for s in Severity}
+        counts = dict.fromkeys(_SEVERITIES, 0)
         for f in report.findings:
             counts[f.severity] += 1
-        extra = f"{_addr(info.client)} → {where}"
+        client = _addr(info.client)
+        extra = f"{client} → {where}"
         clean = report.diagnosis.outcome == "established" and not counts[Severity.error] \
             and not counts[Severity.warning]
         if self.quiet and clean:
             # -q is for what went wrong: a clean connection gets one line, not a panel.
-            lines.append(render.render_diagnosis_line(label, report.diagnosis, title_extra=extra))
+            lines.append(self._render.diagnosis_line(label, report.diagnosis, title_extra=extra))
+        elif self._plain:
+            lines.extend(render.render_diagnosis_plain_lines(label, report.diagnosis, title_extra=extra,
+                                                             findings=report.findings, end=report.end))
         elif self.console.is_terminal:
             lines.append(render.render_diagnosis(label, report.diagnosis, title_extra=extra,
                                                  findings=report.findings, end=report.end))
         else:
             lines.append(render.render_diagnosis_plain(label, report.diagnosis, title_extra=extra,
                                                        findings=report.findings, end=report.end))
-        self._tally.add(SummaryRow(
-            id=info.id, client=_addr(info.client), server=info.target or _addr(info.server), sni=report.summary.sni,
+        self.tally.add(SummaryRow(
+            id=info.id, client=client, server=info.target or _addr(info.server), sni=report.summary.sni,
             outcome=report.summary.outcome or report.diagnosis.outcome, version=report.summary.version,
             cipher_suite=report.summary.cipher_suite, errors=counts[Severity.error],
             warnings=counts[Severity.warning], infos=counts[Severity.info]))
@@ -226,25 +269,11 @@ class ConsoleSink:
 
     def run_finished(self, run: RunInfo, ended: float) -> None:
         self.stop()
-        if self.summary and self._tally.total and not self.quiet:
-            self.console.print(render.render_summary_table(self._tally))
+        if self.summary and self.tally.total and not self.quiet:
+            self.console.print(render.render_summary_table(self.tally))
 
     @property
     def rows(self) -> list[SummaryRow]:
         """The first rows of the exit table (all of them up to the per-SNI threshold)."""
-        return list(self._tally.rows)
+        return list(self.tally.rows)
 
-
-def _plain_texts(item: RenderableType) -> list[str] | None:
-    """The lines of a Text, or of a Group of Texts; ``None`` for anything else (tables, panels)."""
-    if isinstance(item, Text):
-        return [item.plain]
-    if isinstance(item, Group):
-        lines: list[str] = []
-        for part in item.renderables:
-            sub = _plain_texts(part)
-            if sub is None:
-                return None
-            lines.extend(sub)
-        return lines
-    return None

@@ -4,14 +4,25 @@ Nothing here prints or keeps state, so every function can be tested by rendering
 a ``Console(file=StringIO())``.  Lines read without colour: severities are spelled out
 (``[ERROR]``, ``[WARN]``, ``[info]``), directions are arrows (``C→S`` client to server, ``C←S``
 server to client) and every line starts with the connection id.
+
+Each transcript renderer is written once against a line builder — rich's ``Text`` on a terminal,
+:class:`PlainLine` elsewhere — so the words cannot drift between the two; the ``*_plain`` variants
+return ``str`` lines without touching rich, because off a terminal (a pipe, a file) building styled
+``Text`` objects only to throw the styles away was most of the cost of a large capture's output.
+Rich strips a few control characters from everything it is given; plain lines are not stripped
+here (see :func:`strip_control_codes`, applied once to what is written).
 """
 
 from __future__ import annotations
 
+import datetime
+import functools
+import math
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -30,17 +41,25 @@ from tlsproxy.wire.sslv2 import SSLv2ClientHello, SSLv2ServerHello
 
 __all__ = [
     "ConnLabel",
+    "PlainLine",
     "conn_style",
     "hexdump",
     "escape_preview",
     "render_app_data_run",
+    "render_app_data_run_plain",
     "render_connection_opened",
+    "render_connection_opened_plain",
     "render_diagnosis",
+    "render_diagnosis_line_plain",
+    "render_diagnosis_plain_lines",
     "render_event",
+    "render_event_plain",
     "render_finding",
+    "render_finding_plain",
     "render_status",
     "render_summary_table",
     "severity_tag",
+    "strip_control_codes",
 ]
 
 # A palette that stays readable on dark and light terminals; a connection keeps its colour for its
@@ -56,6 +75,54 @@ _OK_OUTCOMES = frozenset({"established"})
 # Width of "HH:MM:SS.mmm #id  C→S  ": findings line up under the event text, details under that.
 _PREFIX_PAD = " " * 23
 _DETAIL_PAD = " " * 25
+
+
+class PlainLine:
+    """The unstyled twin of rich's ``Text`` for the subset of its building API the renderers use
+    (``append``, ``append_text``, ``+``, ``plain``): styles are accepted and dropped, and nothing is
+    sanitised per fragment — the plain console strips control codes once per write."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, text: str = "", style: str = "") -> None:
+        self.parts = [text]
+
+    def append(self, text: str, style: str | None = None) -> PlainLine:
+        self.parts.append(text)
+        return self
+
+    def append_text(self, other: PlainLine) -> PlainLine:
+        self.parts.extend(other.parts)
+        return self
+
+    def __add__(self, other: PlainLine) -> PlainLine:
+        line = PlainLine()
+        line.parts = self.parts + other.parts
+        return line
+
+    @property
+    def plain(self) -> str:
+        return "".join(self.parts)
+
+
+#: A line builder: ``Text`` (terminal) or ``PlainLine`` (anywhere else).  Renderers take the class.
+Line = TypeVar("Line", Text, PlainLine)
+LineClass = Callable[..., Line]
+
+# The characters rich's Text removes from every string it is given (rich.control.STRIP_CONTROL_CODES:
+# bell, backspace, vertical tab, form feed, carriage return).
+_CONTROL_CODES = "\x07\x08\x0b\x0c\r"
+_CONTROL_CODES_RE = re.compile(f"[{_CONTROL_CODES}]")
+
+
+def strip_control_codes(text: str) -> str:
+    """What rich would print of ``text``: the same characters removed.  The common case has none,
+    and five substring tests find that out far faster than rich's ``str.translate`` (slow on
+    non-ASCII text, and every line has an arrow) or a regex search."""
+    for code in _CONTROL_CODES:
+        if code in text:
+            return _CONTROL_CODES_RE.sub("", text)
+    return text
 
 
 def conn_style(conn_id: int) -> str:
@@ -78,31 +145,54 @@ class ConnLabel:
         return self.wall_start + (at - self.started)
 
 
+_NO_CLOCK = " " * 12
+
+
+@functools.lru_cache(maxsize=256)
+def _hms(second: int) -> str:
+    """``HH:MM:SS`` of a POSIX second: every line has a clock and most share their second with the
+    previous one, so strftime runs once per second of capture (bounded: lines come in time order)."""
+    return time.strftime("%H:%M:%S", time.localtime(second))
+
+
+_MILLIS = tuple(f".{ms:03d}" for ms in range(1000))
+
+
 def _clock(label: ConnLabel, at: float | None) -> str:
     if at is None:
-        return " " * 12
-    wall = label.wall(at)
-    frac = int((wall % 1) * 1000)
-    return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{frac:03d}"
+        return _NO_CLOCK
+    wall = label.wall_start + (at - label.started)  # label.wall(at), inlined: once per line
+    # localtime() floors a float the same way; (wall % 1) * 1000 < 1000 for any float.
+    return _hms(math.floor(wall)) + _MILLIS[int((wall % 1) * 1000)]
 
 
-def _prefix(label: ConnLabel, at: float | None, direction: Direction | None) -> Text:
+_ARROW = {None: "   ", Direction.C2S: "C→S", Direction.S2C: "C←S"}
+
+
+def _conn_tag(conn_id: int) -> str:
+    return f"#{conn_id:<3}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_tag(conn_id: int, direction: Direction | None) -> str:
+    """What follows the clock on a plain line; the same words as the styled prefix below."""
+    return f" {_conn_tag(conn_id)} {_ARROW[direction]}  "
+
+
+def _prefix(new: LineClass, label: ConnLabel, at: float | None, direction: Direction | None) -> Line:
+    if new is PlainLine:  # fast path: one string, its connection part cached
+        return PlainLine(_clock(label, at) + _plain_tag(label.id, direction))
     text = Text()
     text.append(_clock(label, at), style="dim")
     text.append(" ")
-    text.append(f"#{label.id:<3}", style=f"bold {conn_style(label.id)}")
+    text.append(_conn_tag(label.id), style=f"bold {conn_style(label.id)}")
     text.append(" ")
-    if direction is None:
-        text.append("   ")
-    elif direction is Direction.C2S:
-        text.append("C→S", style="bold")
-    else:
-        text.append("C←S", style="bold")
+    text.append(_ARROW[direction], style="bold" if direction is not None else "")
     text.append("  ")
     return text
 
 
-def _kv(text: Text, key: str, value: object, style: str = "") -> None:
+def _kv(text: Line, key: str, value: object, style: str = "") -> None:
     text.append(f"  {key}=", style="dim")
     text.append(str(value), style=style)
 
@@ -113,14 +203,31 @@ def _join(values: Iterable[str], limit: int = 6) -> str:
     return shown + (f",+{len(values) - limit}" if len(values) > limit else "")
 
 
+# The sixteen RFC 8701 GREASE values of a 16-bit field (``reg.is_grease``), for membership tests
+# where a hello's lists are filtered without a call per item.
+_GREASE16 = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+
+
 def _version_list(versions: Sequence[int]) -> str:
-    return _join((reg.version_name(v) for v in versions if not reg.is_grease(v)), 8)
+    return _join((reg.version_name(v) for v in versions if v not in _GREASE16), 8)
+
+
+def _day(when: datetime.datetime) -> str:
+    """A certificate's expiry date, as ``when.strftime("%Y-%m-%d")``; cached by the date's fields
+    (not by ``when``: aware datetimes of one instant in different zones compare equal) because a
+    capture sees the same few certificates again and again."""
+    return _ymd(when.year, when.month, when.day)
+
+
+@functools.lru_cache(maxsize=256)
+def _ymd(year: int, month: int, day: int) -> str:
+    return datetime.date(year, month, day).strftime("%Y-%m-%d")
 
 
 def _cert_line(info: Any) -> str:
     subject = info.subject or info.subject_cn or "?"
     issuer = info.issuer or "?"
-    expiry = info.not_after.strftime("%Y-%m-%d") if info.not_after is not None else "?"
+    expiry = _day(info.not_after) if info.not_after is not None else "?"
     if info.parse_error:
         return f"undecodable certificate ({info.parse_error})"
     return f"{subject}  issuer: {issuer}  expires {expiry}"
@@ -129,22 +236,24 @@ def _cert_line(info: Any) -> str:
 # -- handshake messages ---------------------------------------------------------------------
 
 
-def _message_fields(msg: m.Message | None, msg_type: int, text: Text) -> list[Text]:
+def _message_fields(new: LineClass, msg: m.Message | None, msg_type: int, text: Line) -> list[Line]:
     """Append the key fields of ``msg`` to ``text``; return extra lines (certificates, CA names)."""
-    extra: list[Text] = []
+    extra: list[Line] = []
     if isinstance(msg, m.ClientHello):
         _kv(text, "versions", _version_list(msg.supported_versions))
-        if msg.server_name:
-            _kv(text, "sni", msg.server_name, "bold")
+        sni = msg.server_name
+        if sni:
+            _kv(text, "sni", sni, "bold")
         else:
             _kv(text, "sni", "-")
-        suites = [s for s in msg.cipher_suites if not reg.is_grease(s)]
+        suites = [s for s in msg.cipher_suites if s not in _GREASE16]
         _kv(text, "suites", len(suites))
-        if msg.alpn:
-            _kv(text, "alpn", _join(msg.alpn))
+        alpn = msg.alpn
+        if alpn:
+            _kv(text, "alpn", _join(alpn))
         shares = msg.ext_value(51)
         if isinstance(shares, tuple):
-            _kv(text, "key_share", _join(reg.group_name(s.group) for s in shares if not reg.is_grease(s.group)))
+            _kv(text, "key_share", _join(reg.group_name(s.group) for s in shares if s.group not in _GREASE16))
     elif isinstance(msg, m.ServerHello):
         if msg.is_hello_retry_request:
             group = msg.ext_value(51)
@@ -152,8 +261,9 @@ def _message_fields(msg: m.Message | None, msg_type: int, text: Text) -> list[Te
                 _kv(text, "group", reg.group_name(group))
         _kv(text, "version", reg.version_name(msg.selected_version), "bold")
         _kv(text, "suite", reg.cipher_suite_name(msg.cipher_suite), "bold")
-        if msg.alpn:
-            _kv(text, "alpn", msg.alpn)
+        alpn = msg.alpn
+        if alpn:
+            _kv(text, "alpn", alpn)
         share = msg.ext_value(51)
         if share is not None and hasattr(share, "group"):
             _kv(text, "key_share", reg.group_name(share.group))
@@ -165,12 +275,12 @@ def _message_fields(msg: m.Message | None, msg_type: int, text: Text) -> list[Te
         else:
             _kv(text, "certificates", len(msg.entries))
             for i, entry in enumerate(msg.entries):
-                extra.append(Text(f"[{i}] {_cert_line(entry.info)}"))
+                extra.append(new(f"[{i}] {_cert_line(entry.info)}"))
     elif isinstance(msg, m.CertificateRequest):
         if msg.certificate_authorities:
             _kv(text, "ca_names", len(msg.certificate_authorities))
             for name in msg.certificate_authorities:
-                extra.append(Text(f"acceptable CA: {name}"))
+                extra.append(new(f"acceptable CA: {name}"))
         else:
             _kv(text, "ca_names", "any")
         if msg.signature_algorithms is not None:
@@ -200,23 +310,23 @@ def _message_fields(msg: m.Message | None, msg_type: int, text: Text) -> list[Te
     return extra
 
 
-def _verbose_lines(data: Any, indent: int = 0) -> list[Text]:
+def _verbose_lines(new: LineClass, data: Any, indent: int = 0) -> list[Line]:
     """Every decoded field, one per line, nested structures indented."""
-    out: list[Text] = []
+    out: list[Line] = []
     pad = "  " * indent
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(value, (dict, list)) and value and not _flat(value):
-                out.append(Text(f"{pad}{key}:", style="dim"))
-                out.extend(_verbose_lines(value, indent + 1))
+                out.append(new(f"{pad}{key}:", style="dim"))
+                out.extend(_verbose_lines(new, value, indent + 1))
             else:
-                line = Text(f"{pad}{key}: ", style="dim")
+                line = new(f"{pad}{key}: ", style="dim")
                 line.append(_scalar(value))
                 out.append(line)
     elif isinstance(data, list):
         for item in data:
             if isinstance(item, dict) and "type" in item and "code" in item:  # an extension
-                line = Text(f"{pad}- {item['type']}({item['code']})", style="")
+                line = new(f"{pad}- {item['type']}({item['code']})", style="")
                 if "error" in item:
                     line.append(f"  error: {item['error']}", style="red")
                     out.append(line)
@@ -226,14 +336,14 @@ def _verbose_lines(data: Any, indent: int = 0) -> list[Text]:
                 else:
                     out.append(line)
                     if "value" in item:
-                        out.extend(_verbose_lines(item["value"], indent + 2))
+                        out.extend(_verbose_lines(new, item["value"], indent + 2))
             elif isinstance(item, (dict, list)):
-                out.append(Text(f"{pad}-"))
-                out.extend(_verbose_lines(item, indent + 1))
+                out.append(new(f"{pad}-"))
+                out.extend(_verbose_lines(new, item, indent + 1))
             else:
-                out.append(Text(f"{pad}- {_scalar(item)}"))
+                out.append(new(f"{pad}- {_scalar(item)}"))
     else:
-        out.append(Text(f"{pad}{_scalar(data)}"))
+        out.append(new(f"{pad}{_scalar(data)}"))
     return out
 
 
@@ -256,13 +366,17 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def hexdump(data: bytes, width: int = 16) -> list[Text]:
+# Printable ASCII as is, every other byte as ".": the right-hand column of a hex dump.
+_HEXDUMP_ASCII = bytes(b if 32 <= b < 127 else ord(".") for b in range(256))
+
+
+def hexdump(data: bytes, width: int = 16, new: LineClass = Text) -> list[Line]:
     lines = []
     for pos in range(0, len(data), width):
         chunk = data[pos : pos + width]
-        hexes = " ".join(f"{b:02x}" for b in chunk)
-        asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(Text(f"{pos:04x}  {hexes:<{width * 3}} {asc}", style="dim"))
+        hexes = chunk.hex(" ")  # "16 03 01 …", as " ".join(f"{b:02x}") but in C
+        asc = chunk.translate(_HEXDUMP_ASCII).decode("ascii")
+        lines.append(new(f"{pos:04x}  {hexes:<{width * 3}} {asc}", style="dim"))
     return lines
 
 
@@ -277,16 +391,19 @@ def _record_kind(record: ev.Record) -> str:
             return "encrypted handshake"
         if record.phase == "early_data":
             return "early_data"
-        return "application_data" if record.content_type == ContentType.application_data \
+        return "application_data" if record.content_type == _APP_DATA \
             else f"encrypted {reg.content_type_name(record.content_type)}"
     return reg.content_type_name(record.content_type)
 
 
+_APP_DATA = ContentType.application_data  # bound once: an enum member lookup costs on every record
+
+
 def is_app_data_record(event: ev.Event) -> bool:
     """Bulk data records: summarised once there are many (screen and session file alike)."""
-    if not isinstance(event, ev.Record) or event.content_type != ContentType.application_data:
+    if not isinstance(event, ev.Record) or event.content_type != _APP_DATA:
         return False
-    if event.decrypted and event.inner_type not in (None, ContentType.application_data):
+    if event.decrypted and event.inner_type is not None and event.inner_type != _APP_DATA:
         return False
     return not (event.encrypted and event.phase == "handshake")
 
@@ -294,22 +411,31 @@ def is_app_data_record(event: ev.Event) -> bool:
 def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, show_hex: bool = False) -> list[Text]:
     """The transcript line(s) for one event; ``[]`` for events that the next line already covers
     (a plaintext handshake/alert/change_cipher_spec record is shown through its content)."""
-    head = _prefix(label, event.at, event.direction)
-    extra: list[Text] = []
+    return _event_lines(Text, label, event, verbose, show_hex)
+
+
+def render_event_plain(label: ConnLabel, event: ev.Event, *, verbose: bool = False,
+                       show_hex: bool = False) -> list[str]:
+    """:func:`render_event` as unstyled strings, for pipes and files."""
+    return [line.plain for line in _event_lines(PlainLine, label, event, verbose, show_hex)]
+
+
+def _event_lines(new: LineClass, label: ConnLabel, event: ev.Event, verbose: bool, show_hex: bool) -> list[Line]:
+    # A record whose content gets its own line (plaintext, or decrypted with a key log, which
+    # that line marks) is only shown with -v or --hexdump.
+    covered = isinstance(event, ev.Record) and _is_covered(event)
+    if covered and not (verbose or show_hex):
+        return []
+    head = _prefix(new, label, event.at, event.direction)
+    extra: list[Line] = []
     details: Any = None
     if isinstance(event, ev.Record):
-        # A record whose content gets its own line (plaintext, or decrypted with a key log, which
-        # that line marks) is only shown with -v or --hexdump.
-        content = event.inner_type if event.encrypted and event.decrypted else event.content_type
-        covered = (not event.encrypted or event.decrypted) and content in _COVERED_TYPES
-        if covered and not (verbose or show_hex):
-            return []
         head.append(_record_kind(event), style="dim" if covered else "")
         _kv(head, "len", event.length)
         if verbose:
             _kv(head, "record_version", reg.version_name(event.version))
         if show_hex and event.payload:
-            extra.extend(hexdump(event.payload))
+            extra.extend(hexdump(event.payload, new=new))
     elif isinstance(event, ev.HandshakeMessage):
         head.append(_hs_title(event), style="bold")
         if event.decrypted:
@@ -317,7 +443,7 @@ def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, sh
         if event.message is None:
             head.append(f"  undecodable: {event.error}", style="red")
         else:
-            extra.extend(_message_fields(event.message, event.msg_type, head))
+            extra.extend(_message_fields(new, event.message, event.msg_type, head))
             if verbose:
                 details = message_dict(event.message)
         _kv(head, "len", event.length)
@@ -390,14 +516,21 @@ def render_event(label: ConnLabel, event: ev.Event, *, verbose: bool = False, sh
     else:
         head.append(type(event).__name__)
     lines = [head]
-    lines.extend(Text(_DETAIL_PAD) + line for line in extra)
+    if extra:
+        lines.extend(new(_DETAIL_PAD) + line for line in extra)
     if details is not None:
-        lines.extend(Text(_DETAIL_PAD) + line for line in _verbose_lines(details))
+        lines.extend(new(_DETAIL_PAD) + line for line in _verbose_lines(new, details))
     return lines
 
 
 _COVERED_TYPES = frozenset({ContentType.handshake, ContentType.alert, ContentType.change_cipher_spec,
                             ContentType.heartbeat})
+
+
+def _is_covered(record: ev.Record) -> bool:
+    """The record's content is shown on its own line (a plaintext or decrypted handshake etc.)."""
+    content = record.inner_type if record.encrypted and record.decrypted else record.content_type
+    return (not record.encrypted or record.decrypted) and content in _COVERED_TYPES
 
 
 def _escape_table() -> tuple[str, ...]:
@@ -425,7 +558,17 @@ def _hs_title(event: ev.HandshakeMessage) -> str:
 
 def render_app_data_run(label: ConnLabel, direction: Direction, count: int, nbytes: int,
                         first: float, last: float) -> Text:
-    head = _prefix(label, last, direction)
+    return _app_data_run(Text, label, direction, count, nbytes, first, last)
+
+
+def render_app_data_run_plain(label: ConnLabel, direction: Direction, count: int, nbytes: int,
+                              first: float, last: float) -> str:
+    return _app_data_run(PlainLine, label, direction, count, nbytes, first, last).plain
+
+
+def _app_data_run(new: LineClass, label: ConnLabel, direction: Direction, count: int, nbytes: int,
+                  first: float, last: float) -> Line:
+    head = _prefix(new, label, last, direction)
     head.append(f"… {count} more application_data records, {_size(nbytes)} "
                 f"over {max(last - first, 0.0):.3f}s", style="dim")
     return head
@@ -434,27 +577,47 @@ def render_app_data_run(label: ConnLabel, direction: Direction, count: int, nbyt
 def render_finding(label: ConnLabel, finding: Finding, *, verbose: bool = False, quiet: bool = False) -> list[Text]:
     """A finding, indented under the event it concerns (or on its own line with the connection id
     when ``quiet`` hides the events)."""
+    return _finding_lines(Text, label, finding, verbose, quiet)
+
+
+def render_finding_plain(label: ConnLabel, finding: Finding, *, verbose: bool = False,
+                         quiet: bool = False) -> list[str]:
+    """:func:`render_finding` as unstyled strings, for pipes and files."""
+    return [line.plain for line in _finding_lines(PlainLine, label, finding, verbose, quiet)]
+
+
+def _finding_lines(new: LineClass, label: ConnLabel, finding: Finding, verbose: bool, quiet: bool) -> list[Line]:
     if quiet or finding.event_seq is None:
-        line = _prefix(label, finding.at, finding.direction)
+        line = _prefix(new, label, finding.at, finding.direction)
     else:
-        line = Text(_PREFIX_PAD)
-    line.append_text(severity_tag(finding.severity))
+        line = new(_PREFIX_PAD)
+    line.append(_SEVERITY_TAG[finding.severity], style=_SEVERITY_STYLE[finding.severity])
     line.append(" ")
     line.append(finding.title, style="bold" if finding.severity >= Severity.warning else "")
     line.append(f" ({finding.code})", style="dim")
     lines = [line]
     pad = _PREFIX_PAD + " " * (len(_SEVERITY_TAG[finding.severity]) + 1)
     if finding.detail and (verbose or finding.severity >= Severity.warning):
-        lines.append(Text(pad + finding.detail))
+        lines.append(new(pad + finding.detail))
     hints = finding.hints if verbose else finding.hints[:1] if finding.severity >= Severity.warning else ()
     for hint in hints:
-        lines.append(Text(pad + "→ " + hint, style="italic"))
+        lines.append(new(pad + "→ " + hint, style="italic"))
     return lines
 
 
 def render_connection_opened(label: ConnLabel, client: tuple[str, int] | None, server: tuple[str, int] | None,
                              target: str | None, mode: str) -> Text:
-    head = _prefix(label, label.started, None)
+    return _connection_opened(Text, label, client, server, target, mode)
+
+
+def render_connection_opened_plain(label: ConnLabel, client: tuple[str, int] | None,
+                                   server: tuple[str, int] | None, target: str | None, mode: str) -> str:
+    return _connection_opened(PlainLine, label, client, server, target, mode).plain
+
+
+def _connection_opened(new: LineClass, label: ConnLabel, client: tuple[str, int] | None,
+                       server: tuple[str, int] | None, target: str | None, mode: str) -> Line:
+    head = _prefix(new, label, label.started, None)
     head.append("connection ", style="bold")
     head.append(_addr(client))
     head.append(" → ")
@@ -503,7 +666,7 @@ def diagnosis_lines(diagnosis: Diagnosis, *, findings: Sequence[Finding] = (),
         out.extend(("", f"  {i}. {check}", "") for i, check in enumerate(diagnosis.checks, 1))
     if diagnosis.negotiation:
         out.append(("negotiation (offered → chosen):", "", ""))
-        out.extend(("", f"  {key}: {_neg_value(value)}", "") for key, value in diagnosis.negotiation.items())
+        out.extend([("", f"  {key}: {_neg_value(value)}", "") for key, value in diagnosis.negotiation.items()])
     if diagnosis.timings:
         out.append(("timings: ", ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()), ""))
     counts = _count(findings)
@@ -541,14 +704,28 @@ def render_diagnosis(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str
 def render_diagnosis_plain(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
                            findings: Sequence[Finding] = (), end: Any = None) -> Text:
     """The diagnosis as plain indented lines, for pipes and files (no box to crop long lines)."""
+    return Text("\n".join(render_diagnosis_plain_lines(label, diagnosis, title_extra=title_extra,
+                                                       findings=findings, end=end)))
+
+
+def render_diagnosis_plain_lines(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
+                                 findings: Sequence[Finding] = (), end: Any = None) -> list[str]:
+    """:func:`render_diagnosis_plain` as a list of strings (not stripped of control codes)."""
     head = f"#{label.id} diagnosis {diagnosis.outcome}" + (f"  {title_extra}" if title_extra else "")
-    lines = [head] + [f"    {h}{t}" for h, t, _ in diagnosis_lines(diagnosis, findings=findings, end=end)]
-    return Text("\n".join(lines))
+    return [head] + [f"    {h}{t}" for h, t, _ in diagnosis_lines(diagnosis, findings=findings, end=end)]
 
 
 def render_diagnosis_line(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "") -> Text:
     """One line for a connection that needs no more (``-q``, established, nothing flagged)."""
-    line = Text(f"#{label.id} ", style=f"bold {conn_style(label.id)}")
+    return _diagnosis_line(Text, label, diagnosis, title_extra)
+
+
+def render_diagnosis_line_plain(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "") -> str:
+    return _diagnosis_line(PlainLine, label, diagnosis, title_extra).plain
+
+
+def _diagnosis_line(new: LineClass, label: ConnLabel, diagnosis: Diagnosis, title_extra: str) -> Line:
+    line = new(f"#{label.id} ", style=f"bold {conn_style(label.id)}")
     line.append(diagnosis.outcome, style=outcome_style(diagnosis.outcome))
     if not diagnosis.certain:
         line.append(" (inferred)", style="dim")
@@ -562,12 +739,14 @@ def render_diagnosis_line(label: ConnLabel, diagnosis: Diagnosis, *, title_extra
 def _neg_value(value: object) -> str:
     if value is None:
         return "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_neg_value(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)) and not value:
-        return "none"
+    if type(value) is str:  # the common case, checked first: every connection has dozens
+        return value
+    if isinstance(value, dict):  # the values are mostly names: spare them the call
+        return ", ".join([f"{k}={v if type(v) is str else _neg_value(v)}" for k, v in value.items()])
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value[:8]) + (f",+{len(value) - 8}" if len(value) > 8 else "")
+        if not value:
+            return "none"
+        return ",".join(map(str, value[:8])) + (f",+{len(value) - 8}" if len(value) > 8 else "")
     return str(value)
 
 

@@ -335,11 +335,24 @@ class SessionJsonSink:
             await handle.close()
 
     def _put(self, line: dict[str, Any]) -> None:
-        text = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+        self._write_line(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def _write_line(self, text: str) -> None:
         if self.path is None:
             self._memory.append(text)
         elif not self._closed or self._writer is not None:
             self._queue.put_nowait(text)
+
+    def take_journal(self) -> list[str]:
+        """The journal lines written since the last call, taken out of memory (``path=None``
+        only): how an analysis worker hands its connections to the parent's sink."""
+        lines, self._memory = self._memory, []
+        return lines
+
+    def put_journal(self, lines: Sequence[str]) -> None:
+        """Journal lines made by another sink's :meth:`take_journal`, as they are."""
+        for text in lines:
+            self._write_line(text)
 
     # -- Sink -------------------------------------------------------------------------------
 

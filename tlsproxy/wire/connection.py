@@ -24,8 +24,9 @@ EOF) raises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections import deque
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from tlsproxy.fastbuild import frozen_builder
@@ -63,6 +64,17 @@ _MAC_LENGTHS = {"MD5": 16, "SHA": 20, "SHA256": 32, "SHA384": 48}
 # many bytes (a whole handshake flight is a few KiB; a client writes its secrets before it sends
 # its Finished, so the wait is short).  Beyond it the oldest are given up on.
 MAX_HELD_BYTES = 1 << 20
+
+_NO_CONTEXT = DecodeContext()
+# Enum members and IntEnum values as plain module constants: a class attribute lookup on an Enum
+# costs ~0.2 µs, and these are read on every record.
+_C2S = Direction.C2S
+_S2C = Direction.S2C
+_CHANGE_CIPHER_SPEC = int(ContentType.change_cipher_spec)
+_ALERT = int(ContentType.alert)
+_HANDSHAKE = int(ContentType.handshake)
+_APPLICATION_DATA = int(ContentType.application_data)
+_HEARTBEAT = int(ContentType.heartbeat)
 
 
 class FeedAfterEOF(RuntimeError):
@@ -134,20 +146,23 @@ class TLSConnection:
         # Records waiting for their secrets, both directions in arrival order, so that when the
         # secrets come the analyzer sees the messages in the order the peers sent them.
         self._held: deque[tuple[Direction, RawRecord]] = deque()
-        self._held_bytes = {d: 0 for d in Direction}
+        self._held_bytes = {_C2S: 0, _S2C: 0}
         self._keylog_version = -1
         self._unsupported_said: set[Direction] = set()
-        self._kept_ciphertext = {d: 0 for d in Direction}
+        self._kept_ciphertext = {_C2S: 0, _S2C: 0}
         self._client_records_after_hello = 0
+        # ``state.tls13`` and the decoders' context, kept up to date where the version or suite
+        # changes (_set_version, _decode_context) because every record asks.
+        self._tls13 = False
+        self._ctx = _NO_CONTEXT
         self._sides = {
-            Direction.C2S: self._make_side(Direction.C2S, max_message_size),
-            Direction.S2C: self._make_side(Direction.S2C, max_message_size),
+            _C2S: self._make_side(_C2S, max_message_size),
+            _S2C: self._make_side(_S2C, max_message_size),
         }
 
     def _make_side(self, direction: Direction, max_message_size: int) -> _Side:
-        hello = 1 if direction is Direction.C2S else 2
-        layer = RecordLayer(hello, lambda ctype, d=direction: self._want_payload(d, ctype))
-        return _Side(records=layer, handshake=HandshakeReassembler(max_message_size))
+        hello = 1 if direction is _C2S else 2
+        return _Side(records=RecordLayer(hello), handshake=HandshakeReassembler(max_message_size))
 
     # -- public API -------------------------------------------------------------------------
 
@@ -167,12 +182,15 @@ class TLSConnection:
             out.append(ev.EndOfStream(direction=direction, offset=side.records.offset, at=at,
                                       buffered=side.records.buffered))
             return out
-        for item in side.records.feed(data):
-            if isinstance(item, RawRecord):
-                if item.fmt == SSLV2:
-                    self._on_sslv2(direction, side, item, at, out)
-                else:
+        # The callbacks are made per call, not kept by the layer: kept, they would make every
+        # connection a reference cycle that only the garbage collector frees.
+        for item in side.records.feed(data, partial(self._want_payload, direction),
+                                      partial(self._on_tls_record, direction, side, at, out)):
+            if type(item) is RawRecord:
+                if item.fmt == TLS:
                     self._on_record(direction, side, item, at, out)
+                else:
+                    self._on_sslv2(direction, side, item, at, out)
             else:
                 self._on_notice(direction, item, at, out)
         return out
@@ -199,16 +217,14 @@ class TLSConnection:
     # -- records ----------------------------------------------------------------------------
 
     def _is_protected(self, direction: Direction, ctype: int) -> bool:
-        side = self._sides[direction]
-        st = self.state
-        if st.version is not None and (st.version == TLS1_3 or st.version >> 8 == 0x7F):
-            return ctype == ContentType.application_data
-        if side.encrypted:
+        if self._tls13:
+            return ctype == _APPLICATION_DATA
+        if self._sides[direction].encrypted:
             return True
         return (
-            ctype == ContentType.application_data
-            and direction is Direction.C2S
-            and st.server_hello is None
+            ctype == _APPLICATION_DATA
+            and direction is _C2S
+            and self.state.server_hello is None
             and self._early_data_offered()
         )
 
@@ -217,13 +233,15 @@ class TLSConnection:
         return ch is not None and ch.ext(_EARLY_DATA_EXT) is not None
 
     def _want_payload(self, direction: Direction, ctype: int) -> bool:
+        if ctype != _APPLICATION_DATA and (self._tls13 or not self._sides[direction].encrypted):
+            return True  # plaintext handshake, alert, change_cipher_spec...: the common question
         if self._is_protected(direction, ctype):
             # Handshake-phase ciphertext is kept (a few records) so that a saved session can be
             # decrypted later with a key log; application-phase ciphertext never is.
-            return (self.decryptor is not None or self._null_mac_length() is not None
+            return (self.decryptor is not None or self._null_mac is not None
                     or (self._phase(direction, ctype) == "handshake"
                         and self._kept_ciphertext[direction] < MAX_KEPT_CIPHERTEXT))
-        return ctype != ContentType.application_data
+        return ctype != _APPLICATION_DATA
 
     def _null_mac_length(self) -> int | None:
         """A TLS <= 1.2 NULL-cipher suite protects with a MAC only: the content is readable
@@ -236,49 +254,58 @@ class TLSConnection:
         self._null_mac = _MAC_LENGTHS.get(info.mac) if info is not None and info.null_cipher else None
 
     def _phase(self, direction: Direction, ctype: int) -> str:
-        st = self.state
-        if st.server_hello is None and not st.tls13:
+        if self.state.server_hello is None and not self._tls13:
             return "early_data"
-        if self._handshake_done():
+        sides = self._sides  # _handshake_done(), inlined: asked for every protected record
+        if sides[_C2S].finished and sides[_S2C].finished:
             return "application"
         return "handshake"
 
     def _handshake_done(self) -> bool:
-        c, s = self._sides[Direction.C2S], self._sides[Direction.S2C]
-        return c.finished and s.finished
+        sides = self._sides
+        return sides[_C2S].finished and sides[_S2C].finished
 
     def _on_record(self, direction: Direction, side: _Side, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
-        ctype = rec.content_type
-        if self._is_protected(direction, ctype):
-            if self.decryptor is not None and rec.payload is not None and self._try_decrypt(direction, side, rec, at, out):
-                return
-            mac_length = self._null_mac_length()
-            if mac_length is not None and rec.payload is not None and len(rec.payload) >= mac_length:
-                self._on_null_cipher(direction, side, rec, mac_length, at, out)
-                return
+        self._on_tls_record(direction, side, at, out, rec.offset, rec.content_type, rec.version, rec.length,
+                            rec.payload)
+
+    def _on_tls_record(self, direction: Direction, side: _Side, at: float, out: list[ev.Event], offset: int,
+                       ctype: int, version: int, length: int, payload: bytes | None) -> None:
+        """One TLS record; called by the record layer directly for records that arrived whole."""
+        if self._tls13:
+            protected = ctype == _APPLICATION_DATA
+        else:
+            protected = side.encrypted or (ctype == _APPLICATION_DATA and self._is_protected(direction, ctype))
+        if protected:
+            if payload is not None and (self.decryptor is not None or self._null_mac is not None):
+                rec = RawRecord(offset, ctype, version, length, payload)
+                if self.decryptor is not None and self._try_decrypt(direction, side, rec, at, out):
+                    return
+                mac_length = self._null_mac
+                if mac_length is not None and len(payload) >= mac_length:
+                    self._on_null_cipher(direction, side, rec, mac_length, at, out)
+                    return
             side.encrypted_seen += 1
-            tls13 = self.state.tls13
+            tls13 = self._tls13
             if tls13:  # a TLS 1.3 record tells about the *other* side's flight: infer first
                 self._infer_finished(direction, ctype)
             phase = self._phase(direction, ctype)
             if not tls13:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
                 self._infer_finished(direction, ctype)
-            out.append(_record(direction, rec.offset, at, ctype, rec.version, rec.length, True, phase, False, None,
-                               self._keep_ciphertext(direction, phase, rec.payload)))
+            out.append(_record(direction, offset, at, ctype, version, length, True, phase, False, None,
+                               self._keep_ciphertext(direction, phase, payload)))
             return
-        out.append(_record(direction, rec.offset, at, ctype, rec.version, rec.length, False, "", False, None,
-                           rec.payload))
-        payload = rec.payload
+        out.append(_record(direction, offset, at, ctype, version, length, False, "", False, None, payload))
         if payload is None:  # plaintext application data: only its length matters
             return
-        if ctype == ContentType.handshake:
-            self._on_handshake_payload(direction, side, payload, rec.offset, at, out)
-        elif ctype == ContentType.alert:
-            self._on_alert(direction, payload, rec.offset, at, out)
-        elif ctype == ContentType.change_cipher_spec:
-            self._on_ccs(direction, side, payload, rec.offset, at, out)
-        elif ctype == ContentType.heartbeat:
-            out.append(_heartbeat(direction, payload, rec.offset, at))
+        if ctype == _HANDSHAKE:
+            self._on_handshake_payload(direction, side, payload, offset, at, out)
+        elif ctype == _ALERT:
+            self._on_alert(direction, payload, offset, at, out)
+        elif ctype == _CHANGE_CIPHER_SPEC:
+            self._on_ccs(direction, side, payload, offset, at, out)
+        elif ctype == _HEARTBEAT:
+            out.append(_heartbeat(direction, payload, offset, at))
 
     # -- decryption (only with a key log) ---------------------------------------------------
 
@@ -401,11 +428,11 @@ class TLSConnection:
         the client's flight ends before the server's next protected record.
         """
         side = self._sides[direction]
-        peer = self._sides[direction.peer]
-        if self.state.tls13:
+        peer = self._sides[_S2C if direction is _C2S else _C2S]
+        if self._tls13:
             if self.state.server_hello is None:
                 return  # 0-RTT data says nothing about the handshake flights
-            if direction is Direction.C2S:
+            if direction is _C2S:
                 peer.finished = True
                 self._client_flight_started = True
                 # The client's flight is Certificate, CertificateVerify, Finished at most: a
@@ -415,7 +442,7 @@ class TLSConnection:
                     side.finished = True
             elif self._client_flight_started:
                 peer.finished = True
-        elif ctype == ContentType.handshake:
+        elif ctype == _HANDSHAKE:
             side.finished = True
 
     # -- handshake --------------------------------------------------------------------------
@@ -437,17 +464,27 @@ class TLSConnection:
 
     def _on_raw_handshake(self, direction: Direction, raw: RawHandshake, at: float, out: list[ev.Event],
                           decrypted: bool) -> None:
-        ctx = DecodeContext(tls13=self.state.tls13, version=self.state.version,
-                            cipher_suite=self.state.cipher_suite)
-        message, error = decode_message(raw.msg_type, raw.raw[4:], ctx)
-        out.append(ev.HandshakeMessage(direction=direction, offset=raw.offset, at=at, msg_type=raw.msg_type,
-                                       length=len(raw.raw) - 4, raw=raw.raw, message=message, error=error,
-                                       decrypted=decrypted))
+        message, error = decode_message(raw.msg_type, raw.raw[4:], self._decode_context())
+        out.append(_handshake_message(direction, raw.offset, at, raw.msg_type, len(raw.raw) - 4, raw.raw, message,
+                                      error, decrypted))
         if error is not None:
             out.append(ev.DecodeError(direction=direction, offset=raw.offset, at=at, where="handshake",
                                       reason=f"{_hs_label(raw.msg_type)}: {error}"))
         if message is not None:
             self._on_message(direction, raw.msg_type, message)
+
+    def _decode_context(self) -> DecodeContext:
+        """The decoders' view of the negotiation, rebuilt only when the version or suite changed
+        (``tls13`` follows from the version)."""
+        st = self.state
+        ctx = self._ctx
+        if ctx.version != st.version or ctx.cipher_suite != st.cipher_suite:
+            ctx = self._ctx = DecodeContext(tls13=st.tls13, version=st.version, cipher_suite=st.cipher_suite)
+        return ctx
+
+    def _set_version(self, version: int | None) -> None:
+        self.state.version = version
+        self._tls13 = self.state.tls13
 
     def _on_message(self, direction: Direction, msg_type: int, message: object) -> None:
         st = self.state
@@ -458,16 +495,16 @@ class TLSConnection:
             if dec is not None:
                 dec.set_client_random(message.random)
                 if st.server_hello is None and st.client_offered_tls13 and message.ext(_EARLY_DATA_EXT):
-                    dec.change_epoch(Direction.C2S, "early")
+                    dec.change_epoch(_C2S, "early")
         elif msg_type == HandshakeType.server_hello and isinstance(message, ServerHello):
             if message.is_hello_retry_request:
                 st.hello_retry_request = message
-                st.version = message.selected_version
-                if dec is not None and dec.epoch(Direction.C2S) == "early":
-                    dec.change_epoch(Direction.C2S, "plaintext")  # 0-RTT is refused after a retry
+                self._set_version(message.selected_version)
+                if dec is not None and dec.epoch(_C2S) == "early":
+                    dec.change_epoch(_C2S, "plaintext")  # 0-RTT is refused after a retry
                 return
             st.server_hello = message
-            st.version = message.selected_version
+            self._set_version(message.selected_version)
             st.cipher_suite = message.cipher_suite
             self._suite_chosen()
             if dec is not None:
@@ -476,19 +513,19 @@ class TLSConnection:
                 etm = ch is not None and ch.ext(_ENCRYPT_THEN_MAC_EXT) is not None
                 dec.set_extensions(encrypt_then_mac=etm and message.ext(_ENCRYPT_THEN_MAC_EXT) is not None)
                 if st.tls13:
-                    dec.change_epoch(Direction.S2C, "handshake")
-                    if dec.epoch(Direction.C2S) != "early":
-                        dec.change_epoch(Direction.C2S, "handshake")
+                    dec.change_epoch(_S2C, "handshake")
+                    if dec.epoch(_C2S) != "early":
+                        dec.change_epoch(_C2S, "handshake")
         elif msg_type == HandshakeType.finished:
             self._sides[direction].finished = True
             if dec is not None and st.tls13:
                 dec.change_epoch(direction, "application")
         elif dec is not None and st.tls13:
             if msg_type == HandshakeType.end_of_early_data:
-                dec.change_epoch(Direction.C2S, "handshake")
-            elif msg_type == HandshakeType.encrypted_extensions and dec.epoch(Direction.C2S) == "early":
+                dec.change_epoch(_C2S, "handshake")
+            elif msg_type == HandshakeType.encrypted_extensions and dec.epoch(_C2S) == "early":
                 if getattr(message, "ext", lambda t: None)(_EARLY_DATA_EXT) is None:
-                    dec.change_epoch(Direction.C2S, "handshake")  # the server refused 0-RTT
+                    dec.change_epoch(_C2S, "handshake")  # the server refused 0-RTT
             elif msg_type == HandshakeType.key_update:
                 try:
                     dec.key_update(direction)
@@ -561,7 +598,7 @@ class TLSConnection:
             if message.version >= 0x0300:
                 side.records.switch_to_tls()
         elif msg_type == SSL2_MT_SERVER_HELLO:
-            st.version = 0x0002
+            self._set_version(0x0002)
         elif msg_type == SSL2_MT_CLIENT_MASTER_KEY:
             st.sslv2_encrypted = True
 
@@ -591,6 +628,9 @@ class TLSConnection:
 # Fields: direction, offset, at, content_type, version, length, encrypted, phase, decrypted,
 # inner_type, payload.
 _record = frozen_builder(ev.Record)
+# (direction, offset, at, msg_type, length, raw, message, error, decrypted)
+_handshake_message = frozen_builder(ev.HandshakeMessage)
+
 
 
 def _heartbeat(direction: Direction, payload: bytes, offset: int, at: float) -> ev.Heartbeat:

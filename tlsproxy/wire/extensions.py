@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire.certs import decode_distinguished_name
 from tlsproxy.wire.reader import Reader, WireError
 
@@ -152,12 +153,12 @@ def _key_share(r: Reader, ctx: str) -> tuple[KeyShareEntry, ...] | KeyShareEntry
         return r.u16("selected_group")
     if ctx == SERVER_HELLO:
         group = r.u16("group")
-        return KeyShareEntry(group=group, key_exchange_length=len(r.vec(2, "key_exchange")))
+        return _key_share_entry(group, len(r.vec(2, "key_exchange")))
     shares = r.sub(2, "client_shares")
     out = []
     while not shares.at_end():
         group = shares.u16("group")
-        out.append(KeyShareEntry(group=group, key_exchange_length=len(shares.vec(2, "key_exchange"))))
+        out.append(_key_share_entry(group, len(shares.vec(2, "key_exchange"))))
     return tuple(out)
 
 
@@ -299,6 +300,10 @@ _DECODERS: dict[int, Callable[[Reader, str], object]] = {
     RENEGOTIATION_INFO: _renegotiation_info,
 }
 
+# Built positionally (see fastbuild), fields in declaration order.
+_extension = frozen_builder(Extension)
+_key_share_entry = frozen_builder(KeyShareEntry)
+
 # Extensions whose body must be empty where they appear; anything else is reported.
 _EMPTY_EXPECTED = {ENCRYPT_THEN_MAC, EXTENDED_MASTER_SECRET, POST_HANDSHAKE_AUTH}
 
@@ -306,7 +311,7 @@ _EMPTY_EXPECTED = {ENCRYPT_THEN_MAC, EXTENDED_MASTER_SECRET, POST_HANDSHAKE_AUTH
 def decode_extension(ext_type: int, data: bytes, ctx: str) -> Extension:
     decoder = _DECODERS.get(ext_type)
     if decoder is None:
-        return Extension(type=ext_type, data=data)
+        return _extension(ext_type, data, None, None)
     r = Reader(data)
     try:
         if ext_type in _EMPTY_EXPECTED and data:
@@ -316,16 +321,64 @@ def decode_extension(ext_type: int, data: bytes, ctx: str) -> Extension:
         value = decoder(r, ctx)
         r.expect_end("extension_data")
     except WireError as exc:
-        return Extension(type=ext_type, data=data, error=str(exc))
-    return Extension(type=ext_type, data=data, value=value)
+        return _extension(ext_type, data, None, str(exc))
+    return _extension(ext_type, data, value, None)
+
+
+# Extensions repeat byte for byte across connections: one client stack sends the same groups,
+# signature algorithms, versions, ALPN list and often the same server name every time.  Decoding
+# is therefore memoised per context by the extension's bytes (header included).  An Extension is
+# frozen and every decoded value is immutable (ints, strings, tuples, frozen dataclasses), so one
+# object may be shared by many messages (errors name offsets within the extension, so they hold
+# wherever it sits).  Extensions carrying per-connection randomness would only churn the memo and
+# are decoded every time, unless empty (as a ClientHello's session_ticket often is).  Bound: each
+# context's memo is cleared when it reaches _MEMO_ENTRIES, and nothing over _MEMO_MAX_BYTES is kept
+# (at most ~0.5 MB per context).
+_MEMO_ENTRIES = 1024
+_MEMO_MAX_BYTES = 512
+_NOT_MEMOISED = frozenset({KEY_SHARE, PRE_SHARED_KEY, SESSION_TICKET, ENCRYPTED_CLIENT_HELLO, COOKIE})
+_MEMOS: dict[str, dict[bytes, Extension]] = {
+    c: {} for c in (CLIENT_HELLO, SERVER_HELLO, HELLO_RETRY_REQUEST, ENCRYPTED_EXTENSIONS, CERTIFICATE_REQUEST,
+                    CERTIFICATE, NEW_SESSION_TICKET)
+}
 
 
 def decode_extensions(r: Reader, ctx: str) -> tuple[Extension, ...]:
     """The ``extensions<0..2^16-1>`` block; absent (end of message) means no extensions."""
     if r.at_end():
         return ()
-    block = r.sub(2, "extensions")
+    data, pos, end = r.span()
+    memo = _MEMOS.get(ctx)
+    if memo is None or type(data) is not bytes or end - pos < 2:
+        return _decode_extensions_checked(r.sub(2, "extensions"), ctx, [])
+    block_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+    if block_end > end:
+        r.sub(2, "extensions")  # raises, naming the field
+    r.seek(block_end)
+    # Fast path over whole extensions; a truncated one is left to the checked loop.
     out = []
+    pos += 2
+    while block_end - pos >= 4:
+        stop = pos + 4 + ((data[pos + 2] << 8) | data[pos + 3])
+        if stop > block_end:
+            break
+        key = data[pos:stop]
+        extension = memo.get(key)
+        if extension is None:
+            ext_type = (data[pos] << 8) | data[pos + 1]
+            extension = decode_extension(ext_type, key[4:], ctx)
+            if stop - pos - 4 <= _MEMO_MAX_BYTES and (stop - pos == 4 or ext_type not in _NOT_MEMOISED):
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                memo[key] = extension
+        out.append(extension)
+        pos = stop
+    if pos == block_end:
+        return tuple(out)
+    return _decode_extensions_checked(Reader(data, pos, block_end), ctx, out)
+
+
+def _decode_extensions_checked(block: Reader, ctx: str, out: list[Extension]) -> tuple[Extension, ...]:
     while not block.at_end():
         ext_type = block.u16("extension_type")
         data = block.vec(2, "extension_data")

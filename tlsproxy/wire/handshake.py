@@ -56,9 +56,25 @@ class HandshakeReassembler:
         the caller then stops reassembling this direction)."""
         if not payload:
             return [], None
+        out: list[RawHandshake] = []
+        if not self._buf and type(payload) is bytes:
+            # Fast path, the usual case: nothing pending, so whole messages are sliced straight
+            # from the record and all carry its offset; only a tail that is incomplete (or over
+            # the cap) goes through the buffer below.
+            pos, n, cap = 0, len(payload), self.max_message_size
+            while n - pos >= 4:
+                end = pos + 4 + ((payload[pos + 1] << 16) | (payload[pos + 2] << 8) | payload[pos + 3])
+                if end > n or end - pos - 4 > cap:
+                    break
+                out.append(RawHandshake(record_offset, payload[pos], payload[pos:end]))
+                pos = end
+            if pos == n:
+                self._consumed += n
+                return out, None
+            self._consumed += pos
+            payload = payload[pos:]
         self._buf += payload
         self._segments.append((self._consumed + len(self._buf), record_offset))
-        out: list[RawHandshake] = []
         too_large = None
         buf = self._buf
         pos = 0
@@ -70,7 +86,7 @@ class HandshakeReassembler:
             end = pos + 4 + length
             if end > len(buf):
                 break
-            out.append(RawHandshake(offset=self._origin(pos), msg_type=buf[pos], raw=bytes(buf[pos:end])))
+            out.append(RawHandshake(self._origin(pos), buf[pos], bytes(buf[pos:end])))
             pos = end
         if pos:
             del buf[:pos]

@@ -7,9 +7,11 @@ ServerKeyExchange's layout follows the cipher suite's key exchange), so decoders
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire import extensions as ext
 from tlsproxy.wire.certs import CertificateInfo, decode_certificate
 from tlsproxy.wire.extensions import Extension, decode_extensions, find
@@ -222,42 +224,72 @@ class Opaque(Message):
 
 
 def _client_hello(r: Reader, ctx: DecodeContext) -> ClientHello:
+    data, pos, end = r.span()
+    if end - pos >= 38 and type(data) is bytes:
+        # Fast path: the fields before the extensions indexed directly when they are all there
+        # (the checked reads below name the field of a short or odd hello).
+        suites_at = pos + 35 + data[pos + 34]
+        if suites_at + 2 <= end:
+            compression_at = suites_at + 2 + ((data[suites_at] << 8) | data[suites_at + 1])
+            if compression_at < end and not (compression_at - suites_at) % 2:
+                extensions_at = compression_at + 1 + data[compression_at]
+                if extensions_at <= end:
+                    r.seek(extensions_at)
+                    return _build_client_hello(
+                        (data[pos] << 8) | data[pos + 1],
+                        data[pos + 2 : pos + 34],
+                        data[pos + 35 : suites_at],
+                        _cipher_suites(data[suites_at + 2 : compression_at]),
+                        tuple(data[compression_at + 1 : extensions_at]),
+                        decode_extensions(r, ext.CLIENT_HELLO),
+                    )
     legacy_version = r.u16("legacy_version")
     random = r.bytes(32, "random")
     session_id = r.vec(1, "legacy_session_id")
     suites = r.u16_list(2, "cipher_suites")
     compression = r.u8_list(1, "legacy_compression_methods")
     exts = decode_extensions(r, ext.CLIENT_HELLO)
-    return ClientHello(
-        legacy_version=legacy_version,
-        random=random,
-        session_id=session_id,
-        cipher_suites=suites,
-        compression_methods=compression,
-        extensions=exts,
-    )
+    return _build_client_hello(legacy_version, random, session_id, suites, compression, exts)
+
+
+# A client stack offers the same cipher suite list on every connection: decoded lists are kept by
+# their bytes (immutable tuples; cleared when full, so at most _SUITES_MEMO entries).
+_SUITES_MEMO = 256
+_suites_memo: dict[bytes, tuple[int, ...]] = {}
+
+
+def _cipher_suites(raw: bytes) -> tuple[int, ...]:
+    suites = _suites_memo.get(raw)
+    if suites is None:
+        suites = struct.unpack(f">{len(raw) // 2}H", raw)
+        if len(_suites_memo) >= _SUITES_MEMO:
+            _suites_memo.clear()
+        _suites_memo[raw] = suites
+    return suites
 
 
 def _server_hello(r: Reader, ctx: DecodeContext) -> ServerHello:
-    legacy_version = r.u16("legacy_version")
-    random = r.bytes(32, "random")
-    session_id = r.vec(1, "legacy_session_id")
-    suite = r.u16("cipher_suite")
-    compression = r.u8("legacy_compression_method")
+    data, pos, end = r.span()
+    suite_at = pos + 35 + data[pos + 34] if end - pos >= 38 else end
+    if suite_at + 3 <= end and type(data) is bytes:
+        # Fast path: the fields before the extensions indexed directly when they are all there.
+        legacy_version = (data[pos] << 8) | data[pos + 1]
+        random = data[pos + 2 : pos + 34]
+        session_id = data[pos + 35 : suite_at]
+        suite = (data[suite_at] << 8) | data[suite_at + 1]
+        compression = data[suite_at + 2]
+        r.seek(suite_at + 3)
+    else:
+        legacy_version = r.u16("legacy_version")
+        random = r.bytes(32, "random")
+        session_id = r.vec(1, "legacy_session_id")
+        suite = r.u16("cipher_suite")
+        compression = r.u8("legacy_compression_method")
     hrr = random == HRR_RANDOM
     exts = decode_extensions(r, ext.HELLO_RETRY_REQUEST if hrr else ext.SERVER_HELLO)
     tail = random[-8:]
     sentinel = "tls12" if tail == DOWNGRADE_TLS12 else "tls11" if tail == DOWNGRADE_TLS11 else None
-    return ServerHello(
-        legacy_version=legacy_version,
-        random=random,
-        session_id=session_id,
-        cipher_suite=suite,
-        compression_method=compression,
-        extensions=exts,
-        is_hello_retry_request=hrr,
-        downgrade_sentinel=sentinel,
-    )
+    return _build_server_hello(legacy_version, random, session_id, suite, compression, exts, hrr, sentinel)
 
 
 def _empty(r: Reader, ctx: DecodeContext) -> Empty:
@@ -298,7 +330,7 @@ def _certificate(r: Reader, ctx: DecodeContext) -> Certificate:
     while not lst.at_end():
         der = lst.vec(3, "cert_data")
         exts = decode_extensions(lst, ext.CERTIFICATE) if ctx.tls13 else ()
-        entries.append(CertificateEntry(cert_data=der, info=decode_certificate(der), extensions=exts))
+        entries.append(_build_certificate_entry(der, decode_certificate(der), exts))
     return Certificate(certificate_request_context=context, entries=tuple(entries))
 
 
@@ -417,6 +449,11 @@ def _compressed_certificate(r: Reader, ctx: DecodeContext) -> CompressedCertific
         compressed_length=len(r.vec(3, "compressed_certificate_message")),
     )
 
+
+# The messages every handshake has, built positionally (see fastbuild), fields in declaration order.
+_build_client_hello = frozen_builder(ClientHello)
+_build_server_hello = frozen_builder(ServerHello)
+_build_certificate_entry = frozen_builder(CertificateEntry)
 
 _DECODERS: dict[int, Callable[[Reader, DecodeContext], Message]] = {
     HandshakeType.hello_request: _empty,

@@ -45,6 +45,17 @@ class Reader:
     def at_end(self) -> bool:
         return self._pos >= self._end
 
+    def span(self) -> tuple[bytes, int, int]:
+        """``(data, position, end)`` for a decoder's fast path that indexes the bytes directly; it
+        hands back what it consumed with :meth:`seek` and leaves anything short to the checked
+        methods, so that errors still name the field."""
+        return self._data, self._pos, self._end
+
+    def seek(self, pos: int) -> None:
+        if not self._pos <= pos <= self._end:
+            raise ValueError(f"seek to {pos} outside {self._pos}..{self._end}")
+        self._pos = pos
+
     def _need(self, n: int, field: str) -> int:
         pos = self._pos
         if pos + n > self._end:

@@ -55,20 +55,22 @@ class LayerNotice:
 
 
 Item = RawRecord | LayerNotice
+WantPayload = Callable[[int], bool]
+OnRecord = Callable[[int, int, int, int, "bytes | None"], None]
 
 
 class RecordLayer:
     """Splits one direction's byte stream into records.
 
-    ``want_payload(content_type)`` is asked when a TLS record header has been read; answering
-    ``False`` makes the layer skip the payload without copying it.  ``hello_type`` is the
-    handshake type this side would open with (1 for a client, 2 for a server), used to find TLS
-    after a plaintext prologue.
+    ``want_payload(content_type)``, given to each :meth:`feed`, is asked when a TLS record header
+    has been read; answering ``False`` makes the layer skip the payload without copying it.  (It is
+    not kept between calls: a callback into the connection stored here would make a reference cycle
+    that only the garbage collector could free.)  ``hello_type`` is the handshake type this side
+    would open with (1 for a client, 2 for a server), used to find TLS after a plaintext prologue.
     """
 
-    def __init__(self, hello_type: int, want_payload: Callable[[int], bool]) -> None:
+    def __init__(self, hello_type: int) -> None:
         self.hello_type = hello_type
-        self.want_payload = want_payload
         self.mode = "detect"  # detect | tls | sslv2 | prologue | stopped
         self.offset = 0  # stream offset of the first byte not yet consumed
         self._buf = bytearray()  # bytes of an incomplete header, payload or prologue
@@ -90,9 +92,15 @@ class RecordLayer:
         self._pending = None
         self._skip = 0
 
-    def feed(self, data: bytes) -> Iterator[Item]:
+    def feed(self, data: bytes, want_payload: WantPayload, on_record: OnRecord | None = None) -> Iterator[Item]:
         """Yield the records and notices completed by ``data``.  Must be fully consumed before the
-        next call; the caller may change what it wants between records."""
+        next call; the caller may change what it wants between records.
+
+        With ``on_record``, TLS records that arrive whole in ``data`` (the usual case) are handed
+        to ``on_record(offset, content_type, version, length, payload)`` as they are parsed instead
+        of being yielded, which spares a RawRecord and a generator round trip per record."""
+        if type(data) is not bytes:
+            data = bytes(data)  # payloads are slices of ``data`` and must be bytes
         mv = memoryview(data)
         pos = 0
         n = len(data)
@@ -113,40 +121,41 @@ class RecordLayer:
                 yield rec
                 continue
             if mode == "tls":
-                # Fast path: a whole header available in ``data`` with nothing buffered.
-                if not self._buf and self._pending is None and pos + 5 <= n:
-                    ctype = data[pos]
-                    version = (data[pos + 1] << 8) | data[pos + 2]
-                    length = (data[pos + 3] << 8) | data[pos + 4]
-                    start = self.offset
-                    problem = _check_header(ctype, version, length)
-                    if problem:
-                        yield from self._fail(problem, data[pos : pos + 5])
-                        self.offset += n - pos
-                        return
-                    pos += 5
-                    self.offset += 5
-                    if self.want_payload(ctype):
-                        if pos + length <= n:
-                            payload = bytes(mv[pos : pos + length])
-                            pos += length
-                            self.offset += length
-                            yield RawRecord(offset=start, content_type=ctype, version=version, length=length,
-                                            payload=payload)
-                        else:
-                            self._pending = RawRecord(offset=start, content_type=ctype, version=version,
-                                                      length=length, payload=None)
-                            self._buf += mv[pos:]
+                if self._pending is None and not self._buf and n - pos >= 5:
+                    # Fast path, the usual case: whole records straight out of ``data`` (nothing
+                    # buffered, no per-record state kept between iterations).
+                    while n - pos >= 5:
+                        ctype = data[pos]
+                        version = (data[pos + 1] << 8) | data[pos + 2]
+                        length = (data[pos + 3] << 8) | data[pos + 4]
+                        if (version >> 8 != 3 or (version & 0xFF) > 4 or not 20 <= ctype <= 63
+                                or length > MAX_RECORD_LENGTH):  # _check_header's tests, inlined
+                            problem = _check_header(ctype, version, length)
+                            assert problem is not None
+                            yield from self._fail(problem, data[pos : pos + 5])
                             self.offset += n - pos
-                            pos = n
-                    else:
-                        self._pending = RawRecord(offset=start, content_type=ctype, version=version,
-                                                  length=length, payload=None)
-                        self._skip = length
-                        if not length:
-                            self._skip = 0
-                            rec, self._pending = self._pending, None
-                            yield rec
+                            return
+                        start = self.offset
+                        end = pos + 5 + length
+                        if end > n:
+                            # The record goes on in a later chunk: buffer or skip the rest of ``data``.
+                            self._pending = RawRecord(start, ctype, version, length, None)
+                            pos += 5
+                            if want_payload(ctype):
+                                self._buf += mv[pos:]
+                            else:
+                                self._skip = end - n
+                            self.offset = start + (n - pos) + 5
+                            return
+                        self.offset = start + 5 + length
+                        payload = data[pos + 5 : end] if want_payload(ctype) else None
+                        pos = end
+                        if on_record is None:
+                            yield RawRecord(start, ctype, version, length, payload)
+                        else:
+                            on_record(start, ctype, version, length, payload)
+                        if self.mode != mode:
+                            break
                     continue
                 # Slow path: accumulate a header or a wanted payload across calls.
                 take_to = self._slow_need()
@@ -156,7 +165,7 @@ class RecordLayer:
                 self.offset += take
                 if len(self._buf) < take_to:
                     return
-                yield from self._slow_complete()
+                yield from self._slow_complete(want_payload)
                 continue
             if mode == "detect":
                 take = min(SNIFF_BYTES - len(self._buf), n - pos)
@@ -172,7 +181,7 @@ class RecordLayer:
                 yield from self._detect(head)
                 continue
             if mode == "sslv2":
-                yield from self._sslv2_step(mv, pos, n)
+                yield from self._sslv2_step(mv, pos, n, want_payload)
                 pos = n
                 continue
             if mode == "prologue":
@@ -190,7 +199,7 @@ class RecordLayer:
             return 5
         return self._pending.length
 
-    def _slow_complete(self) -> Iterator[Item]:
+    def _slow_complete(self, want_payload: WantPayload) -> Iterator[Item]:
         if self._pending is None:
             hdr = bytes(self._buf)
             self._buf.clear()
@@ -201,7 +210,7 @@ class RecordLayer:
                 yield from self._fail(problem, hdr, at=start)
                 return
             rec = RawRecord(offset=start, content_type=ctype, version=version, length=length, payload=None)
-            if not self.want_payload(ctype):
+            if not want_payload(ctype):
                 if length:
                     self._pending, self._skip = rec, length
                 else:
@@ -295,7 +304,7 @@ class RecordLayer:
         self.mode = TLS
         yield LayerNotice(kind="starttls", offset=self.offset, protocol=self._prologue_protocol)
 
-    def _sslv2_step(self, mv: memoryview, pos: int, n: int) -> Iterator[Item]:
+    def _sslv2_step(self, mv: memoryview, pos: int, n: int, want_payload: WantPayload) -> Iterator[Item]:
         self._buf += mv[pos:n]
         buf = self._buf
         while True:
@@ -320,7 +329,7 @@ class RecordLayer:
                 rest = bytes(buf)
                 buf.clear()
                 if rest:
-                    yield from self.feed(rest)
+                    yield from self.feed(rest, want_payload)
                 return
 
     def switch_to_tls(self) -> None:

@@ -14,6 +14,8 @@ ChaCha20-Poly1305, 8 for AES-CCM-8), i.e. 19 or 11 bytes, or a little more when 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from tlsproxy.analysis.catalog import make_finding
@@ -34,6 +36,8 @@ CLOSE_NOTIFY = 0
 USER_CANCELED = 90
 NO_CERTIFICATE = 41
 _PAD_ALLOWANCE = 32  # bytes of record padding we still read as "an alert, padded"
+# The largest TLS 1.3 record tls13_alert_size can match: alert + content type + the longest tag (16) + padding.
+MAX_TLS13_ALERT = 2 + 1 + 16 + _PAD_ALLOWANCE
 
 _CERT_ALERTS = {42, 43, 44, 45, 46, 48, 49}
 
@@ -54,9 +58,17 @@ def label(description: int | None) -> str:
 # -- decoded alerts ------------------------------------------------------------------------------
 
 
-def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
-    from tlsproxy.analysis.tracker import AlertSeen
+@cache
+def _tracker_module() -> ModuleType:
+    """``tlsproxy.analysis.tracker``, which imports this module: looked up once, when first needed
+    (an import statement in a function costs several microseconds on every call)."""
+    from tlsproxy.analysis import tracker
 
+    return tracker
+
+
+def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
+    AlertSeen = _tracker_module().AlertSeen  # noqa: N806 - the class
     out: list[Finding] = []
     d = a.direction
     sender = d.sender
@@ -176,6 +188,8 @@ def _version_note(t: Tracker) -> str:
 
 def tls13_alert_size(t: Tracker, length: int) -> str:
     """Which alert sizes ``length`` matches for the negotiated suite ('' when none)."""
+    if length > MAX_TLS13_ALERT:
+        return ""  # asked for every protected record: most are far larger than any alert
     info = cipher_suite_info(t.cipher_suite) if t.cipher_suite is not None else None
     suite = info.name if info is not None else "the negotiated suite"
     tags = (8,) if info is not None and "CCM_8" in info.cipher else (16,) if info is not None else (16, 8)
@@ -217,19 +231,16 @@ def tls12_alert_size(t: Tracker, length: int) -> str:
 
 
 def candidate(t: Tracker, seq: int, rec: ev.Record, side: Side, *, certain_alert: bool) -> PendingAlert:
-    from tlsproxy.analysis.tracker import PendingAlert
-
     sizes = tls12_alert_size(t, rec.length) if certain_alert else tls13_alert_size(t, rec.length)
-    return PendingAlert(seq=seq, at=rec.at, length=rec.length, certain_alert=certain_alert,
-                        during_handshake=not t.complete, after_app_data=side.app_records > 0 or t.complete,
-                        step=t.step_text(), sizes=sizes)
+    pending = _tracker_module().PendingAlert
+    return pending(seq=seq, at=rec.at, length=rec.length, certain_alert=certain_alert,
+                   during_handshake=not t.complete, after_app_data=side.app_records > 0 or t.complete,
+                   step=t.step_text(), sizes=sizes)
 
 
 def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
     """Classify ``side``'s pending encrypted alert now that we know whether anything followed it:
     ``closing`` means the side's stream (or the connection) ended right after it."""
-    from tlsproxy.analysis.tracker import AlertSeen
-
     p = side.pending
     if p is None:
         return []
@@ -259,8 +270,8 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
     if t.complete and t.tls13 and d is Direction.S2C:
         t.undo_complete()  # the decrypted Finished messages, then the server's rejection
         t.set_step("finished", Direction.C2S, t.client.finished_at if t.client.finished_at is not None else p.at)
-    seen = AlertSeen(direction=d, level=None, description=None, at=p.at, seq=p.seq, step=p.step,
-                     inferred=True, during_handshake=True, sizes=p.sizes)
+    seen = _tracker_module().AlertSeen(direction=d, level=None, description=None, at=p.at, seq=p.seq,
+                                       step=p.step, inferred=True, during_handshake=True, sizes=p.sizes)
     interp = interpret_encrypted(t, d, p)
     seen.interpretation = interp
     if t.first_fatal is None:

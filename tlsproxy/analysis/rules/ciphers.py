@@ -4,6 +4,7 @@ resumption and 0-RTT."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from tlsproxy.analysis.catalog import make_finding
@@ -13,6 +14,7 @@ from tlsproxy.wire import extensions as ext
 from tlsproxy.wire.events import Direction
 from tlsproxy.wire.messages import ClientHello, EncryptedExtensions, ServerHello, ServerKeyExchange
 from tlsproxy.wire.registry import (
+    ALL_CIPHER_SUITES,
     TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
     cipher_suite_info,
     cipher_suite_name,
@@ -27,29 +29,50 @@ if TYPE_CHECKING:
 _MIN_DH_BITS = 2048
 
 
-def weakness(suite: int) -> str | None:
-    """Why a suite is weak ('RC4', 'EXPORT', ...) or None."""
+_WEAK_FLAGS = (("null_cipher", "NULL"), ("anonymous", "anonymous"), ("export", "EXPORT"), ("rc4", "RC4"),
+               ("des", "DES"), ("triple_des", "3DES"))
+
+
+def _weakness_of(suite: int) -> str | None:
     info = cipher_suite_info(suite)
     if info is None or info.key_exchange == "SCSV":
         return None
-    for flag, name in (("null_cipher", "NULL"), ("anonymous", "anonymous"), ("export", "EXPORT"),
-                       ("rc4", "RC4"), ("des", "DES"), ("triple_des", "3DES")):
+    for flag, name in _WEAK_FLAGS:
         if getattr(info, flag):
             return name
     return None
 
 
+# Every ClientHello lists 15-40 suites and every connection asks again: one dict hit instead of a
+# dozen attribute reads.  Only registered suites have facts (cipher_suite_info is None otherwise).
+_WEAKNESS: dict[int, str] = {s: why for s in ALL_CIPHER_SUITES if (why := _weakness_of(s)) is not None}
+
+
+def weakness(suite: int) -> str | None:
+    """Why a suite is weak ('RC4', 'EXPORT', ...) or None."""
+    return _WEAKNESS.get(suite)
+
+
 def _weak_offer(t: Tracker, suites: tuple[int, ...], d: Direction, seq: int, at: float) -> list[Finding]:
+    text = _weak_offer_text(suites)
+    if text is None:
+        return []
+    return [make_finding("CIPHER_WEAK_OFFERED", text, direction=d, seq=seq, at=at)]
+
+
+@lru_cache(maxsize=256)
+def _weak_offer_text(suites: tuple[int, ...]) -> str | None:
+    """The CIPHER_WEAK_OFFERED sentence for an offer, or None; cached because clients repeat their
+    offer on every connection."""
     weak: dict[str, list[str]] = {}
     for s in suites:
-        why = weakness(s)
+        why = _WEAKNESS.get(s)
         if why is not None:
             weak.setdefault(why, []).append(cipher_suite_name(s))
     if not weak:
-        return []
+        return None
     parts = [f"{k}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for k, v in weak.items()]
-    return [make_finding("CIPHER_WEAK_OFFERED", f"The client offers {sum(map(len, weak.values()))} weak suites ("
-                         + "; ".join(parts) + ").", direction=d, seq=seq, at=at)]
+    return f"The client offers {sum(map(len, weak.values()))} weak suites (" + "; ".join(parts) + ")."
 
 
 def on_client_hello(t: Tracker, seq: int, hs: ev.HandshakeMessage, ch: ClientHello) -> list[Finding]:

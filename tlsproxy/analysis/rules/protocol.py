@@ -34,6 +34,7 @@ _T13 = {
     Direction.C2S: {H.client_hello: 1, H.end_of_early_data: 2, H.certificate: 3, H.compressed_certificate: 3,
                     H.certificate_verify: 4, H.finished: 5},
 }
+_C2S, _S2C = Direction.C2S, Direction.S2C  # enum member lookups are slow in 3.11; checked per message
 _HRR_RANK = 1
 _ANYTIME = {H.hello_request, H.new_session_ticket, H.key_update, H.message_hash}
 
@@ -44,14 +45,14 @@ def check_order(t: Tracker, seq: int, hs: ev.HandshakeMessage, side: Side) -> li
     d, mt = hs.direction, hs.msg_type
     problem = None
     if mt == H.client_hello:
-        if d is not Direction.C2S:
+        if d is not _C2S:
             problem = "the server sent a ClientHello"
         elif t.client_hellos == 1 and t.hello_retry is None:
             problem = "a second ClientHello without a HelloRetryRequest"
         elif t.client_hellos >= 2:
             problem = "another ClientHello"
         side.rank = 1
-    elif mt == H.server_hello and d is Direction.S2C:
+    elif mt == H.server_hello and d is _S2C:
         msg = hs.message
         rank = _HRR_RANK if getattr(msg, "is_hello_retry_request", False) else 2
         if t.client_hello is None and t.sslv2_hello is None:
@@ -60,7 +61,7 @@ def check_order(t: Tracker, seq: int, hs: ev.HandshakeMessage, side: Side) -> li
             problem = "a second ServerHello" if rank == 2 else "a second HelloRetryRequest"
         side.rank = max(side.rank, rank)
     elif mt in _ANYTIME:
-        if mt == H.new_session_ticket and d is Direction.C2S:
+        if mt == H.new_session_ticket and d is _C2S:
             problem = "the client sent a NewSessionTicket"
     else:
         table = (_T13 if t.tls13 else _T12)[d]
@@ -71,12 +72,12 @@ def check_order(t: Tracker, seq: int, hs: ev.HandshakeMessage, side: Side) -> li
                 problem = f"the {d.sender} sent {handshake_type_name(mt)}, a message of the other side"
                 if t.tls13 and mt in (H.server_hello_done, H.server_key_exchange, H.client_key_exchange):
                     problem = f"{handshake_type_name(mt)} in a TLS 1.3 handshake"
-        elif (d is Direction.S2C and t.server_hello is None) or (d is Direction.C2S and t.client_hello is None
+        elif (d is _S2C and t.server_hello is None) or (d is _C2S and t.client_hello is None
                                                                  and t.sslv2_hello is None):
             problem = f"{handshake_type_name(mt)} before the {d.sender}'s hello"
         elif rank <= side.rank:
             problem = f"{handshake_type_name(mt)} after {_last(side)}"
-        elif d is Direction.C2S and not t.tls13:
+        elif d is _C2S and not t.tls13:
             if mt == H.certificate and t.cert_request is None:
                 problem = "a client Certificate although the server did not ask for one"
             elif mt == H.client_key_exchange and H.server_hello_done not in t.server.messages:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from tlsproxy.analysis.catalog import make_finding
 from tlsproxy.analysis.model import Finding
 from tlsproxy.wire import events as ev
+from tlsproxy.wire import extensions as ext
 from tlsproxy.wire.events import Direction
 from tlsproxy.wire.messages import ClientHello, ServerHello
 from tlsproxy.wire.registry import SSL3_0, TLS1_0, TLS1_1, TLS1_2, TLS1_3, is_grease, version_name
@@ -34,15 +35,24 @@ def _rank(v: int) -> int:
 
 def offered_versions(t: Tracker) -> tuple[tuple[int, ...], bool]:
     """(versions the client offered, explicit) — explicit is False for a legacy_version-only hello."""
-    ch = t.client_hello
-    if ch is not None:
-        from tlsproxy.wire import extensions as ext
+    ch, v2 = t.client_hello, t.sslv2_hello
+    memo = t.offered_versions_memo  # several rules and the diagnosis ask about the same hello
+    if memo is not None and memo[0] is ch and memo[1] is v2:
+        return memo[2]
+    result = _offered_versions(ch, v2)
+    t.offered_versions_memo = (ch, v2, result)
+    return result
 
-        if ch.ext(ext.SUPPORTED_VERSIONS) is not None:
-            return tuple(v for v in ch.supported_versions if not is_grease(v)), True
+
+def _offered_versions(ch: ClientHello | None, v2: SSLv2ClientHello | None) -> tuple[tuple[int, ...], bool]:
+    if ch is not None:
+        sv = ch.ext(ext.SUPPORTED_VERSIONS)
+        if sv is not None:
+            offered = sv.value if isinstance(sv.value, tuple) else (ch.legacy_version,)  # ch.supported_versions
+            return tuple(v for v in offered if not is_grease(v)), True
         return (ch.legacy_version,), False
-    if t.sslv2_hello is not None:
-        return (t.sslv2_hello.version,), False
+    if v2 is not None:
+        return (v2.version,), False
     return (), False
 
 

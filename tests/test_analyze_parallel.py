@@ -1,0 +1,195 @@
+"""``tlsproxy analyze --jobs N``: connections analysed in N processes give exactly the output of
+one process (transcript, session JSON, exit table, exit code), and a dead worker is an error,
+never a hang or a silently shorter report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tlsproxy.frontends.parallel import ShardedPipeline, ShardOutput, WorkerFailed
+from tlsproxy.reports import ConnectionEnd, ConnectionInfo
+from tlsproxy.wire.events import Direction
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+MANY = CORPUS / "ja4" / "tls-handshake.pcapng"  # 59 connections
+FAILING = CORPUS / "hotplace" / "tls13-handshake-failure.pcapng"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"corpus capture {path.name} not available (../shared/corpus)")
+    return path
+
+
+def analyze(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tlsproxy", "analyze", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def document(text: str) -> dict:
+    doc = json.loads(text)
+    for key in ("started", "ended", "started_unix", "ended_unix"):
+        doc.pop(key, None)
+    return doc
+
+
+@pytest.mark.parametrize("mode", [[], ["-q"], ["-v"]])
+def test_transcript_is_the_same_for_any_number_of_jobs(mode: list[str]) -> None:
+    path = str(need(MANY))
+    one = analyze("-j", "1", *mode, path)
+    three = analyze("-j", "3", *mode, path)
+    assert one.returncode == three.returncode == 0
+    assert len(set(re.findall(r"#(\d+) ", one.stdout))) == 59  # every connection is in it
+    assert three.stdout == one.stdout
+    assert three.stderr == one.stderr
+
+
+def without_status_line(text: str) -> str:
+    """The transcript without the live status line (which only one process can keep)."""
+    text = re.sub(r"\x1b\[\?25[lh]|\x1b\[2K|\x1b\[1A|\r", "", text)
+    return "".join(line for line in text.splitlines(True)
+                   if line.strip() and not (" open, " in line and " closed" in line))
+
+
+def test_terminal_rendering_is_the_same_for_any_number_of_jobs() -> None:
+    """On a terminal the workers render rich panels at the parent's width and colours."""
+    path = str(need(MANY))
+    env = {"TTY_COMPATIBLE": "1", "NO_COLOR": ""}
+    one = analyze("-j", "1", path, env=env)
+    two = analyze("-j", "2", path, env=env)
+    assert "\x1b[" in one.stdout and "╭" in one.stdout  # really the styled, boxed rendering
+    assert " open, " not in two.stdout  # no status line from several processes
+    assert without_status_line(two.stdout) == without_status_line(one.stdout)
+
+
+def test_session_json_and_exit_code_are_the_same(tmp_path: Path) -> None:
+    path = str(need(FAILING))
+    merged = tmp_path / "merged.pcapng"
+    if shutil.which("mergecap") is None:
+        pytest.skip("mergecap (Wireshark) not installed")
+    # Several captures in one file: a failing connection among 59 good ones.
+    subprocess.run(["mergecap", "-w", str(merged), path, str(need(MANY))], check=True, capture_output=True)
+    one = analyze("-j", "1", "--json", "--fail-on", "error", str(merged))
+    two = analyze("-j", "2", "--json", "--fail-on", "error", str(merged))
+    assert one.returncode == two.returncode == 1  # the failing handshake's error
+    assert document(two.stdout) == document(one.stdout)
+    assert len(document(one.stdout)["connections"]) == 60
+    saved1, saved2 = tmp_path / "one.json", tmp_path / "two.json"
+    analyze("-j", "1", "-q", "--save", str(saved1), str(merged))
+    analyze("-j", "2", "-q", "--save", str(saved2), str(merged))
+    assert document(saved2.read_text()) == document(saved1.read_text())
+
+
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="editcap (Wireshark) not installed")
+def test_key_log_embedded_in_the_capture_reaches_every_worker(tmp_path: Path) -> None:
+    source = need(CORPUS / "illustrated" / "illustrated-tls13.pcap")
+    target = tmp_path / "with-secrets.pcapng"
+    subprocess.run(["editcap", "--inject-secrets", f"tls,{CORPUS / 'illustrated' / 'illustrated-tls13.keylog'}",
+                    "-F", "pcapng", str(source), str(target)], check=True, capture_output=True)
+    one = analyze("-j", "1", "-v", str(target))
+    two = analyze("-j", "2", "-v", str(target))
+    assert "decrypting with the key log embedded" in two.stderr
+    assert "finished" in two.stdout  # the encrypted handshake messages were decrypted
+    assert two.stdout == one.stdout
+
+
+# -- the sharding itself, with a worker side that records what it was asked ----------------------
+
+
+class Echo:
+    """A worker side whose pipeline prints each call it receives (and can be told to die)."""
+
+    def __init__(self, die_on: int | None = None) -> None:
+        self.pipeline = self
+        self.die_on = die_on
+        self.worst = None
+        self.reports_count = 0
+        self._out: list[str] = []
+
+    def open(self, info: ConnectionInfo) -> None:
+        self._out.append(f"open {info.id}\n")
+
+    def data(self, conn_id: int, direction: Direction, data: bytes, at: float) -> None:
+        if conn_id == self.die_on:
+            os._exit(3)
+        self._out.append(f"data {conn_id} {direction.value} {data.decode()}\n")
+
+    def eof(self, conn_id: int, direction: Direction, at: float) -> None:
+        pass
+
+    def gap(self, conn_id: int, direction: Direction, length: int, at: float) -> None:
+        self._out.append(f"gap {conn_id} {length}\n")
+
+    def close(self, conn_id: int, end: ConnectionEnd) -> None:
+        self.reports_count += 1
+        self._out.append(f"close {conn_id} {end.how}\n")
+
+    def feed_keylog(self, text: str) -> None:
+        self._out.append(f"keylog {text}\n")
+
+    def collect(self) -> ShardOutput | None:
+        if not self._out:
+            return None
+        text = "".join(self._out)
+        self._out.clear()
+        return ShardOutput(text=text)
+
+
+def info(n: int) -> ConnectionInfo:
+    return ConnectionInfo(id=n, label=str(n), mode="capture", client=("127.0.0.1", 40000 + n),
+                          server=("127.0.0.1", 443), started=0.0, wall_start=0.0)
+
+
+def test_outputs_come_back_in_call_order_across_workers() -> None:
+    written: list[str] = []
+    sharded = ShardedPipeline(3, Echo, lambda out: written.append(out.text))
+    expected: list[str] = []
+    for n in range(40):  # interleaved connections, unevenly sized, over three workers
+        sharded.open(info(n))
+        expected.append(f"open {n}\n")
+        if n == 7:
+            sharded.feed_keylog("CLIENT_RANDOM x y")
+            expected.extend(["keylog CLIENT_RANDOM x y\n"] * 3)  # every worker gets it, in place
+        for k in range(n % 5):
+            m = (n * 7 + k) % (n + 1)
+            sharded.data(m, Direction.C2S, f"{n}.{k}".encode(), 0.0)
+            expected.append(f"data {m} c2s {n}.{k}\n")
+        sharded.gap(n, Direction.S2C, n, 0.0)
+        expected.append(f"gap {n} {n}\n")
+    sharded.data(99, Direction.C2S, b"unknown connection: dropped", 0.0)
+    sharded.close_all("capture_end", 1.0)
+    expected.extend(f"close {n} capture_end\n" for n in range(40))
+    sharded.finish()
+    assert "".join(written) == "".join(expected)
+    assert sharded.reports_count == 40
+
+
+@pytest.mark.timeout(30)
+def test_a_dead_worker_is_an_error_not_a_hang() -> None:
+    sharded = ShardedPipeline(2, lambda: Echo(die_on=3), lambda out: None)
+    with pytest.raises(WorkerFailed, match="exit code 3"):
+        for n in range(6):
+            sharded.open(info(n))
+            sharded.data(n, Direction.C2S, b"x", 0.0)
+        sharded.close_all("capture_end", 1.0)
+        sharded.finish()
+    sharded.abort()
+
+
+def test_a_message_about_a_file_follows_that_files_transcript() -> None:
+    """The damaged-file error is printed after the connections read before the damage, as with one
+    process (stdout and stderr going to one place, as in a terminal or a log)."""
+    path = str(need(CORPUS / "suricata-verify" / "tls_DER-incomplete-header.pcap"))
+    merged = [subprocess.run([sys.executable, "-m", "tlsproxy", "analyze", "-j", jobs, "-q", path],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120).stdout
+              for jobs in ("1", "2")]
+    assert "the file is damaged" in merged[0].splitlines()[-1]
+    assert merged[1] == merged[0]
