@@ -8,8 +8,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,37 @@ def test_a_message_about_a_file_follows_that_files_transcript() -> None:
               for jobs in ("1", "2")]
     assert "the file is damaged" in merged[0].splitlines()[-1]
     assert merged[1] == merged[0]
+
+
+def _processes_reading(path: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(path).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(shutil.which("mergecap") is None, reason="mergecap (Wireshark) not installed")
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_interrupt_stops_the_analysis_at_once(tmp_path: Path, jobs: str) -> None:
+    """^C during a long capture stops it within moments (exit 130), workers included."""
+    big = tmp_path / "long.pcapng"
+    subprocess.run(["mergecap", "-a", "-w", str(big), *[str(need(MANY))] * 300], check=True, capture_output=True)
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "tlsproxy", "analyze", "-j", jobs, str(big)],
+                                stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not out.stat().st_size and time.monotonic() < deadline:  # under way
+        time.sleep(0.05)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 130, out.read_text()[-2000:]
+    assert time.monotonic() - started < 10  # the whole file would take far longer
+    deadline = time.monotonic() + 5
+    while _processes_reading(big) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_reading(big) == []

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -385,7 +386,8 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
             sink.run_started(run)
         for f in ns.files:
             found = keylog if jobs == 1 else _KeyLogFanOut(keylog, pipeline)
-            stats = analyze_capture(f, pipeline, all_connections=ns.all_connections, keylog=found)
+            with _interruptible():
+                stats = analyze_capture(f, pipeline, all_connections=ns.all_connections, keylog=found)
             if jobs > 1:
                 pipeline.sync()
             sys.stdout.flush()  # the file's transcript before any message about the file
@@ -409,6 +411,17 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
         await outputs.aclose()
     code = _exit_for(pipeline, ns)
     return EXIT_INPUT if failed and code == EXIT_OK and pipeline.reports_count == 0 else code
+
+
+@contextlib.contextmanager
+def _interruptible() -> Any:
+    """^C stops a capture's analysis at once.  It is one long synchronous loop, and the handler
+    ``asyncio.run`` installs only cancels the task at its next ``await``, after the whole file."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def analyze_jobs(ns: argparse.Namespace) -> int:
