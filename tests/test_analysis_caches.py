@@ -161,3 +161,60 @@ def test_make_finding_merges_hints_in_order_without_duplicates(hints: tuple[str,
         if h not in expected:
             expected.append(h)
     assert finding.hints == tuple(expected)
+
+
+def test_alert_size_texts_are_cached_bounded_and_equal_to_fresh_ones() -> None:
+    _bounded(alerts._tls13_alert_size)
+    _bounded(alerts._tls12_alert_size)
+    t = Tracker(AnalysisOptions(), wall_start=0.0, started=0.0)
+    for suite in (None, 0x1301, 0x1305, 0xC02F, 0x002F, 0x0005, 0x000A, 0xCCA8, 0xC0A8, 0x9999):
+        for version in (None, 0x0300, 0x0301, 0x0303):
+            t.cipher_suite, t.version = suite, version
+            for length in range(0, 70):
+                assert alerts.tls13_alert_size(t, length) == (
+                    alerts._tls13_alert_size.__wrapped__(length, suite) if length <= alerts.MAX_TLS13_ALERT else "")
+                assert alerts.tls12_alert_size(t, length) == alerts._tls12_alert_size.__wrapped__(length, suite, version)
+
+
+def test_fast_builders_build_the_same_objects_as_the_constructors() -> None:
+    from tlsproxy.analysis.model import (
+        ConnectionSummary,
+        Diagnosis,
+        Finding,
+        Severity,
+        build_diagnosis,
+        build_finding,
+        build_summary,
+    )
+    from tlsproxy.reports import ConnectionEnd, ConnectionInfo, ConnectionReport, build_end, build_report
+
+    finding = Finding(code="X", severity=Severity.warning, title="t", detail="d", hints=("h",),
+                      direction=Direction.S2C, event_seq=3, at=1.5)
+    built = build_finding("X", Severity.warning, "t", "d", ("h",), Direction.S2C, 3, 1.5)
+    diagnosis = Diagnosis(outcome="established", certain=True, gave_up=None, step="complete", cause="c",
+                          checks=("a",), negotiation={"resumed": False}, timings={"connection": 0.5})
+    summary = ConnectionSummary(sni="a", version="TLS 1.3", cipher_suite="S", alpn="h2", resumed=False,
+                                client_certificate="not_requested", outcome="established", diagnosis="c")
+    end = ConnectionEnd(how="fin", by="client", at=2.0, reason=None, bytes_c2s=10, bytes_s2c=20)
+    report = ConnectionReport(info=ConnectionInfo(id=1), end=end, summary=summary, diagnosis=diagnosis,
+                              findings=(finding,))
+    pairs = [
+        (finding, built),
+        (diagnosis, build_diagnosis("established", True, None, "complete", "c", ("a",), {"resumed": False},
+                                    {"connection": 0.5})),
+        (summary, build_summary("a", "TLS 1.3", "S", "h2", False, "not_requested", "established", "c")),
+        (end, build_end("fin", "client", 2.0, None, 10, 20)),
+        (report, build_report(ConnectionInfo(id=1), end, summary, diagnosis, (built,))),
+    ]
+    for plain, fast in pairs:
+        assert type(fast) is type(plain) and fast == plain and repr(fast) == repr(plain)
+    assert hash(built) == hash(finding)
+    with pytest.raises(AttributeError):
+        built.code = "Y"  # type: ignore[misc]
+
+
+def test_tracker_declares_every_attribute_it_sets() -> None:
+    t = Tracker(AnalysisOptions(), wall_start=0.0, started=0.0)
+    assert not hasattr(t, "__dict__")  # slots: an attribute missing from __slots__ fails loudly here
+    with pytest.raises(AttributeError):
+        t.not_an_attribute = 1  # type: ignore[attr-defined]

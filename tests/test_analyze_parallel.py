@@ -229,3 +229,50 @@ def test_interrupt_stops_the_analysis_at_once(tmp_path: Path, jobs: str) -> None
     while _processes_reading(big) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_reading(big) == []
+
+
+class Record(Echo):
+    """A worker side that prints exactly what each call delivered (types included)."""
+
+    def open(self, info: ConnectionInfo) -> None:
+        self._out.append(f"open {info!r}\n")
+
+    def data(self, conn_id: int, direction: Direction, data: bytes, at: float) -> None:
+        self._out.append(f"data {conn_id} {direction!r} {data!r} {at!r}\n")
+
+    def eof(self, conn_id: int, direction: Direction, at: float) -> None:
+        self._out.append(f"eof {conn_id} {direction!r} {at!r}\n")
+
+    def gap(self, conn_id: int, direction: Direction, length: int, at: float) -> None:
+        self._out.append(f"gap {conn_id} {direction!r} {length} {at!r}\n")
+
+    def close(self, conn_id: int, end: ConnectionEnd) -> None:
+        self._out.append(f"close {conn_id} {end!r}\n")
+
+
+def test_calls_arrive_in_the_worker_unchanged() -> None:
+    """Directions and connection records travel in a compact form; the worker's pipeline gets
+    the same objects back."""
+    written: list[str] = []
+    sharded = ShardedPipeline(2, Record, lambda out: written.append(out.text))
+    expected: list[str] = []
+    for n in range(4):
+        i = ConnectionInfo(id=n, label=f"conn {n}", mode="capture", client=("::1", 50000 + n),
+                           server=("10.0.0.1", 443), target=None if n % 2 else "example.com",
+                           started=n + 0.25, wall_start=1.7e9 + n)
+        sharded.open(i)
+        expected.append(f"open {i!r}\n")
+        for d in (Direction.C2S, Direction.S2C):
+            sharded.data(n, d, bytes([n]) * (n + 1), n + 0.5)
+            expected.append(f"data {n} {d!r} {bytes([n]) * (n + 1)!r} {n + 0.5!r}\n")
+        sharded.gap(n, Direction.S2C, 10 * n, n + 0.75)
+        expected.append(f"gap {n} {Direction.S2C!r} {10 * n} {n + 0.75!r}\n")
+        sharded.eof(n, Direction.C2S, n + 0.875)
+        expected.append(f"eof {n} {Direction.C2S!r} {n + 0.875!r}\n")
+    for n in range(4):
+        end = ConnectionEnd(how="fin", by="client" if n % 2 else None, at=n + 1.0,
+                            reason=None if n % 2 else "why", bytes_c2s=n, bytes_s2c=2 * n)
+        sharded.close(n, end)
+        expected.append(f"close {n} {end!r}\n")
+    sharded.finish()
+    assert "".join(written) == "".join(expected)

@@ -20,8 +20,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tlsproxy.capture.packets import ACK, FIN, PSH, SYN, PacketDecoder, TcpSegment, parse_tcp_options
-from tlsproxy.capture.pcap import CaptureFormatError, CaptureReader, RawPacket, iter_packets
+from tlsproxy.capture.packets import (
+    ACK,
+    FIN,
+    PSH,
+    SYN,
+    PacketDecoder,
+    RecordDecoder,
+    SegmentRecord,
+    TcpSegment,
+    parse_tcp_options,
+)
+from tlsproxy.capture.pcap import CaptureFormatError, CaptureReader, FrameReader, RawPacket, iter_packets
 from tlsproxy.capture.tcp import (
     MAX_OUT_OF_ORDER,
     ConnectionFinished,
@@ -920,3 +930,90 @@ def test_reset_grace_periods_end_in_the_order_of_the_resets() -> None:
     finished = [e.conn.client[1] for e in later if isinstance(e, ConnectionFinished)]
     assert finished == [40000, 40001, 40002]
     assert r.open_connections == 1  # the ACK's own, which nothing decided yet
+
+
+# -- the capture front end's own route: frames and segment records instead of the dataclasses -----
+
+
+def fields_of(obj: object, names: tuple[str, ...]) -> tuple:
+    return tuple(getattr(obj, n) for n in names)
+
+
+RAW_FIELDS = ("linktype", "timestamp", "data", "caplen", "origlen", "interface")
+SEGMENT_FIELDS = ("src", "dst", "seq", "ack", "flags", "window", "payload", "length", "timestamp",
+                  "truncated", "options")
+
+
+@pytest.mark.parametrize("name", ["ja4/tls-handshake.pcapng", "hotplace/tls13-handshake-failure.pcapng",
+                                  "suricata-verify/tls_DER-incomplete-header.pcap", "illustrated/illustrated-tls13.pcap"])
+def test_frame_reader_and_record_decoder_give_the_same_fields(name: str) -> None:
+    data = corpus_bytes(name)
+    for size in (len(data), 4093):
+        packets, frames = [], []
+        for reader, out in ((CaptureReader(), packets), (FrameReader(), frames)):
+            try:
+                for i in range(0, len(data), size):
+                    out.extend(reader.feed(data[i:i + size]))
+                reader.close()
+            except CaptureFormatError as exc:
+                out.append(str(exc))
+        assert [p if isinstance(p, str) else fields_of(p, RAW_FIELDS) for p in packets] == frames
+    dec, rec = PacketDecoder(), RecordDecoder()
+    for raw in (p for p in packets if not isinstance(p, str)):
+        seg = dec.decode(raw)
+        record = rec.decode_fields(raw.linktype, raw.timestamp, raw.data, raw.caplen, raw.origlen)
+        assert (seg is None) == (record is None)
+        if seg is not None:
+            assert type(record) is SegmentRecord
+            assert fields_of(record, SEGMENT_FIELDS) == fields_of(seg, SEGMENT_FIELDS)
+    assert rec.stats == dec.stats
+
+
+class _Calls:
+    """A pipeline that records every call it gets."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def open(self, info) -> None:  # noqa: ANN001
+        self.calls.append(("open", info))
+
+    def data(self, *args) -> None:  # noqa: ANN002
+        self.calls.append(("data", *args))
+
+    def eof(self, *args) -> None:  # noqa: ANN002
+        self.calls.append(("eof", *args))
+
+    def gap(self, *args) -> None:  # noqa: ANN002
+        self.calls.append(("gap", *args))
+
+    def close(self, *args) -> None:  # noqa: ANN002
+        self.calls.append(("close", *args))
+
+
+@pytest.mark.parametrize("name", ["ja4/tls-handshake.pcapng", "suricata-verify/tls_DER-incomplete-header.pcap",
+                                  "zeek/smtp-starttls.pcap"])
+def test_analyze_capture_makes_the_same_calls_as_feeding_packets_one_by_one(name: str) -> None:
+    """analyze_capture's frame loop against CaptureAnalysis.packet with RawPackets."""
+    from tlsproxy.frontends.capture import CaptureAnalysis, analyze_capture
+
+    path = capture(name)
+    fast = _Calls()
+    stats = analyze_capture(path, fast)
+    slow = _Calls()
+    analysis = CaptureAnalysis(slow)
+    packets, error = read_packets(path)
+    for raw in packets:
+        analysis.packet(raw)
+    if error is not None:
+        analysis.stats.error = str(error)
+    assert analysis.finish() == stats
+    assert fast.calls == slow.calls
+    assert any(c[0] == "data" for c in fast.calls) and stats.analysed
+
+
+def test_conn_key_hash_agrees_with_equality() -> None:
+    a = ConnKey(client=("10.0.0.1", 40000), server=("10.0.0.2", 443), index=7)
+    b = ConnKey(client=("10.0.0.1", 40000), server=("10.0.0.2", 443), index=7)
+    c = ConnKey(client=("10.0.0.3", 40000), server=("10.0.0.2", 443), index=7)
+    assert a == b and hash(a) == hash(b) and len({a, b, c}) == 2

@@ -342,3 +342,29 @@ def test_untrusted_root_rejected_by_both(chain: Chain, tmp_path: Path) -> None:
     ca = make_ca("Some Other Root").write_pem(tmp_path / "ca").cert
     assert _ssl_accepts(chain, "www.example.test", ca, tmp_path) is False
     assert verify_chain(chain.ders(), "www.example.test", NOW, ca.read_bytes()).code == "untrusted_issuer"
+
+
+
+def test_verify_chain_keeps_zero_serial_warnings_off_stderr() -> None:
+    """Old certificates with a zero serial trip cryptography's deprecation warning when loaded: a
+    fact about the certificate, which must not reach the user's terminal (zeek/missing-intermediate)."""
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zero.example.test")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    serial_one = b"\xa0\x03\x02\x01\x02\x02\x01\x01"  # version v3, then INTEGER 1 (same length as 0)
+    assert der.count(serial_one) == 1
+    zero = der.replace(serial_one, serial_one[:-1] + b"\x00")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = verify_chain([zero], "zero.example.test", NOW, cert.public_bytes(serialization.Encoding.PEM))
+    assert not result.ok and result.code != "undecodable_certificate"

@@ -213,3 +213,43 @@ def test_diagnosis_plain_lines_join_to_the_plain_text() -> None:
     end = ConnectionEnd(how="fin", by="server", at=1.0, bytes_c2s=10, bytes_s2c=5000)
     assert render.render_diagnosis_plain_lines(label, d, end=end)[-1].endswith("10 B C→S, 4.9 KiB C←S")
 
+
+
+def _size_reference(n: float) -> str:
+    """The byte-size wording as it was first written (a unit loop), to hold the fast path to it."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def test_size_wording_is_unchanged_at_every_unit_boundary() -> None:
+    rng = random.Random(7)
+    edges = [k * 1024**p + d for p in range(5) for k in (1, 1023, 1024) for d in (-1, 0, 1)]
+    for n in [0, 1, 5000, 10**15] + [e for e in edges if e >= 0] + [rng.randrange(1 << 45) for _ in range(2000)]:
+        assert render._size(n) == _size_reference(n), n
+
+
+def test_negotiation_values_format_every_kind() -> None:
+    neg = render._neg_value
+    assert neg(None) == "-" and neg("x25519") == "x25519" and neg(True) == "True" and neg(15) == "15"
+    assert neg([]) == "none" and neg(()) == "none"
+    names = [f"n{i}" for i in range(11)]
+    assert neg(names) == "n0,n1,n2,n3,n4,n5,n6,n7,+3" and neg(tuple(names[:8])) == "n0,n1,n2,n3,n4,n5,n6,n7"
+    assert neg([1, "a", None, b"x"]) == "1,a,None,b'x'"  # not all names: str() of each, as before
+    assert neg({"offered": names[:2], "chosen": None, "count": 2, "ok": False, "sub": {"a": []}, "t": (1, 2)}) == \
+        "offered=n0,n1, chosen=-, count=2, ok=False, sub=a=none, t=1,2"
+
+
+def test_diagnosis_counts_given_or_counted_give_the_same_lines() -> None:
+    d = Diagnosis(outcome="established", certain=True, gave_up=None, step=None, cause="fine",
+                  negotiation={"resumed": False},
+                  timings={"handshake": 0.0123})
+    findings = [Finding(code=c, severity=s, title="t", detail="") for c, s in
+                (("A", Severity.error), ("B", Severity.warning), ("C", Severity.warning), ("D", Severity.info))]
+    counted = render.diagnosis_lines(d, findings=findings)
+    assert counted == render.diagnosis_lines(d, findings=findings, counts=(1, 2, 1))
+    assert ("", "findings: 1 error, 2 warning, 1 info", "dim") in counted
+    assert render.diagnosis_lines(d) == render.diagnosis_lines(d, counts=(0, 0, 0))
+    assert not any(text.startswith("findings:") for _, text, _ in render.diagnosis_lines(d))

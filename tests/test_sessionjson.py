@@ -200,3 +200,12 @@ def test_json_to_a_stream(pki):
     doc = json.loads(out.getvalue())
     validate(doc)
     assert doc["connections"][0]["summary"]["version"] == "TLS 1.3"
+
+
+def test_journal_lines_are_encoded_as_json_dumps_would() -> None:
+    from tlsproxy.sinks.sessionjson import _encode_line
+
+    line = {"j": "ev", "conn": 1, "t": 0.000123, "dir": "c2s", "text": "é → \"q\"\n\x00", "none": None,
+            "list": [1, 2.5, True], "nested": {"a": []}}
+    assert _encode_line(line) == json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    assert _encode_line(line) == _encode_line(line)  # the shared encoder keeps no state between lines

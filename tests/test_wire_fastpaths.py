@@ -154,3 +154,82 @@ def test_a_connection_is_freed_without_the_garbage_collector(session):
         assert ref() is None
     finally:
         gc.enable()
+
+
+def _messages(session) -> list[tuple[int, bytes]]:
+    """Every plaintext handshake message of the session, header included."""
+    return [(e.msg_type, e.raw) for e in of_type(feed_all(session.chunks), ev.HandshakeMessage)]
+
+
+def test_memoised_messages_equal_fresh_decodes(session):
+    """Certificate, ServerHelloDone...: a memo hit is the message a fresh decode gives, in every
+    context the decoders read; a bytearray (unhashable) takes the plain path."""
+    for ctx in (DecodeContext(), DecodeContext(tls13=True, version=0x0304),
+                DecodeContext(version=0x0303, cipher_suite=0xC02F)):
+        for msg_type, raw in _messages(session):
+            fresh = decode_message(msg_type, raw[4:], ctx)
+            assert messages.decode_handshake(msg_type, raw, ctx) == fresh
+            assert messages.decode_handshake(msg_type, raw, ctx) == fresh  # a memo hit if memoised
+            assert messages.decode_handshake(msg_type, bytearray(raw), ctx) == fresh
+
+
+def test_message_memo_is_bounded_and_skips_random_bodies():
+    ctx = DecodeContext()
+    messages._memo.clear()
+    for i in range(messages._MEMO_ENTRIES + 10):
+        body = b"\x00\x00\x03" + i.to_bytes(3, "big")  # an empty certificate_list, then junk
+        messages.decode_handshake(HandshakeType.certificate, b"\x0b\x00\x00\x06" + body, ctx)
+        assert len(messages._memo) <= messages._MEMO_ENTRIES
+    messages._memo.clear()
+    messages.decode_handshake(HandshakeType.client_key_exchange, b"\x10\x00\x00\x02\x01\xaa", ctx)
+    messages.decode_handshake(HandshakeType.server_hello_done, b"\x0e\x00\x00\x00", ctx)
+    assert [key[2][0] for key in messages._memo] == [HandshakeType.server_hello_done]
+    big = b"\x0b" + (messages._MEMO_MAX_BYTES).to_bytes(3, "big") + bytes(messages._MEMO_MAX_BYTES)
+    messages.decode_handshake(HandshakeType.certificate, big, ctx)
+    assert len(messages._memo) == 1
+
+
+def test_vec_len_checks_like_vec():
+    for data in (b"", b"\x02", b"\x02a", b"\x02ab", b"\x00\x03abc"):
+        for lenlen in (1, 2):
+            a, b = Reader(data), Reader(data)
+            try:
+                expected: object = len(a.vec(lenlen, "f")), a.offset
+            except WireError as exc:
+                expected = str(exc)
+            try:
+                got: object = b.vec_len(lenlen, "f"), b.offset
+            except WireError as exc:
+                got = str(exc)
+            assert got == expected
+
+
+def test_reassembler_whole_takes_only_one_exact_message():
+    r = HandshakeReassembler(max_message_size=8)
+    assert r.whole(b"\x0e\x00\x00\x00") == 14
+    assert r.whole(b"\x0b\x00\x00\x02ab") == 11
+    assert r.whole(b"\x0b\x00\x00\x02a") == -1  # short
+    assert r.whole(b"\x0b\x00\x00\x01ab") == -1  # two messages, or one and a tail
+    assert r.whole(b"\x0b\x00\x00\x09" + bytes(9)) == -1  # over the cap: feed() refuses it
+    assert r.whole(bytearray(b"\x0e\x00\x00\x00")) == -1
+    assert r.pending == 0
+    done, _ = r.feed(b"\x0b\x00\x00\x02a", 5)
+    assert done == [] and r.whole(b"\x0e\x00\x00\x00") == -1  # a message is pending
+    done, _ = r.feed(b"b", 9)
+    assert [(m.offset, m.raw) for m in done] == [(5, b"\x0b\x00\x00\x02ab")]
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 5, 6, 7])
+def test_stream_start_decided_the_same_in_any_split(session, cut):
+    """feed_whole() decides TLS from the first two bytes like the sniffing path does with more."""
+    whole = feed_all(session.chunks)
+    split = feed_all(session.chunks, lambda data: [data[:cut], data[cut:]] if len(data) > cut else [data])
+    assert split == whole
+
+
+def test_whole_record_path_equals_the_record_by_record_path(session):
+    """Every record handed to the callback whole (the usual chunk) or through the generator (a
+    chunk of one byte at a time) gives the same events, application data included."""
+    c2s = session.stream(Direction.C2S) + _record(bytes(40), ctype=23) + _record(b"\x01\x00", ctype=21)
+    byte_by_byte = feed_all([(Direction.C2S, c2s)], lambda data: [data[i : i + 1] for i in range(len(data))])
+    assert byte_by_byte == feed_all([(Direction.C2S, c2s)])

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, replace
 
 from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding, Severity
 from tlsproxy.analysis.tracker import AnalysisOptions, Tracker
-from tlsproxy.reports import ConnectionEnd, ConnectionInfo, ConnectionReport, RunInfo, Sink
+from tlsproxy.reports import ConnectionEnd, ConnectionInfo, ConnectionReport, RunInfo, Sink, build_end, build_report
 from tlsproxy.wire.connection import Decryptor, TLSConnection
 from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE
 from tlsproxy.wire.events import Direction, Event
 
 __all__ = ["ConnectionEnd", "ConnectionInfo", "ConnectionReport", "Pipeline", "RunInfo", "Sink"]
+
+_C2S, _S2C = Direction.C2S, Direction.S2C  # enum member lookups are slow in Python 3.11: looked up once
 
 @dataclass(slots=True)
 class _Conn:
@@ -28,7 +30,7 @@ class _Conn:
     wire: TLSConnection | None
     tracker: Tracker
     seq: int = 0
-    bytes: dict[Direction, int] = field(default_factory=lambda: {Direction.C2S: 0, Direction.S2C: 0})
+    bytes: dict[Direction, int] = field(default_factory=lambda: {_C2S: 0, _S2C: 0})
     eof: set[Direction] = field(default_factory=set)
     broken: bool = False
 
@@ -143,26 +145,28 @@ class Pipeline:
         conn = self._conns.pop(conn_id, None)
         if conn is None:
             return None
-        end = ConnectionEnd(how=end.how, by=end.by, at=end.at, reason=end.reason,
-                            bytes_c2s=end.bytes_c2s or conn.bytes[Direction.C2S],
-                            bytes_s2c=end.bytes_s2c or conn.bytes[Direction.S2C])
+        counted = conn.bytes
+        end = build_end(end.how, end.by, end.at, end.reason, end.bytes_c2s or counted[_C2S],
+                        end.bytes_s2c or counted[_S2C])
+        tracker = conn.tracker
         try:
-            extra = conn.tracker.on_end(how=end.how, by=end.by, reason=end.reason, at=end.at)
+            extra = tracker.on_end(how=end.how, by=end.by, reason=end.reason, at=end.at)
             if extra:
                 self._emit_findings(conn, extra)
-            diagnosis = conn.tracker.diagnose()
-            summary = conn.tracker.summary()
+            diagnosis = tracker.diagnose()
+            summary = tracker.summary()
         except Exception as exc:  # noqa: BLE001
             self._internal_error(conn, "analyzer", exc, end.at)
             diagnosis = Diagnosis(outcome="incomplete", certain=False, gave_up=None, step=None,
                                   cause="The analyzer failed on this connection; see the internal error finding.")
             summary = ConnectionSummary(outcome="incomplete", diagnosis=diagnosis.cause)
-        report = ConnectionReport(info=conn.info, end=end, summary=summary, diagnosis=diagnosis,
-                                  findings=tuple(conn.tracker.findings))
+        findings = tuple(tracker.findings)
+        report = build_report(conn.info, end, summary, diagnosis, findings)
         self.reports_count += 1
-        for f in report.findings:
-            if self.worst is None or f.severity > self.worst:
-                self.worst = f.severity
+        if findings:
+            top = max([f.severity for f in findings])
+            if self.worst is None or top > self.worst:
+                self.worst = top
         for sink in self.sinks:
             sink.connection_closed(report)
         return report
@@ -179,18 +183,21 @@ class Pipeline:
         on_event = conn.tracker.on_event  # bound once: this loop runs for every event of every connection
         sinks = self.sinks
         conn_id = conn.info.id
-        for event in events:
-            seq = conn.seq
-            conn.seq = seq + 1
-            try:
-                findings = on_event(seq, event)
-            except Exception as exc:  # noqa: BLE001
-                self._internal_error(conn, "analyzer", exc, event.at)
-                findings = []
-            for sink in sinks:
-                sink.event(conn_id, seq, event, findings)
-            if conn.broken:
-                return
+        seq = conn.seq  # kept in a local, written back once (also if a sink raises)
+        try:
+            for event in events:
+                try:
+                    findings = on_event(seq, event)
+                except Exception as exc:  # noqa: BLE001
+                    self._internal_error(conn, "analyzer", exc, event.at)
+                    findings = []
+                for sink in sinks:
+                    sink.event(conn_id, seq, event, findings)
+                seq += 1
+                if conn.broken:  # only _internal_error above sets it
+                    return
+        finally:
+            conn.seq = seq
 
     def _emit_findings(self, conn: _Conn, findings: list[Finding]) -> None:
         for sink in self.sinks:

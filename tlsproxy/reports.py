@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Finding
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire.events import Event
 
 _F = dict(frozen=True, slots=True, kw_only=True)
@@ -53,6 +54,11 @@ class ConnectionReport:
     summary: ConnectionSummary
     diagnosis: Diagnosis
     findings: tuple[Finding, ...]
+
+
+# Positional builders for Pipeline.close, once per connection (see tlsproxy.fastbuild).
+build_end = frozen_builder(ConnectionEnd)  # (how, by, at, reason, bytes_c2s, bytes_s2c)
+build_report = frozen_builder(ConnectionReport)  # (info, end, summary, diagnosis, findings)
 
 
 @dataclass(**_F)

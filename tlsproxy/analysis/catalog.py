@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tlsproxy.analysis.model import Finding, Severity
+from tlsproxy.analysis.model import Finding, Severity, build_finding
 from tlsproxy.wire.events import Direction
 
 E, W, I = Severity.error, Severity.warning, Severity.info
@@ -438,6 +438,5 @@ def make_finding(
     # dict.fromkeys keeps the first of each hint, in order; without specific hints the catalog's own
     # (deduplicated once, below) are the answer, and a connection makes many findings.
     merged = tuple(dict.fromkeys((*hints, *entry.hints))) if hints else _CATALOG_HINTS[code]
-    return Finding(code=code, severity=severity or entry.severity, title=title or entry.title,
-                   detail=detail or entry.explanation, hints=merged, direction=direction,
-                   event_seq=seq, at=at)
+    return build_finding(code, severity or entry.severity, title or entry.title, detail or entry.explanation,
+                         merged, direction, seq, at)

@@ -420,7 +420,9 @@ def verify_chain(
         return VerifyResult(ok=False, code="no_trust_anchors",
                             reason="the trust bundle holds no usable certificates")
     try:
-        certs = [x509.load_der_x509_certificate(bytes(der)) for der in chain_ders]
+        with warnings.catch_warnings():  # zero or negative serials: a fact about the certificate, not for stderr
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            certs = [x509.load_der_x509_certificate(bytes(der)) for der in chain_ders]
     except Exception as exc:
         return VerifyResult(ok=False, code="undecodable_certificate",
                             reason=f"a certificate could not be loaded: {exc}")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Severity
+from tlsproxy.analysis.model import ConnectionSummary, Diagnosis, Severity, build_diagnosis, build_summary
 from tlsproxy.analysis.negotiation import negotiation, offer_summary
 from tlsproxy.analysis.rules.alerts import KEYLOG_HOWTO, Interpretation, interpret, label
 from tlsproxy.analysis.rules.closes import after_hang_up, closer, duration, gave_up_first
@@ -59,6 +59,8 @@ _CLIENT_CERT_CHECKS = (
 #: before the close is read as a server that did not answer.
 QUICK_GIVE_UP = 1.0
 
+_ERROR, _WARNING = Severity.error, Severity.warning  # enum member lookups are slow in Python 3.11
+
 _Decision = tuple[str, bool, str | None, str | None, str, tuple[str, ...]]
 
 
@@ -75,8 +77,8 @@ def diagnose(t: Tracker) -> Diagnosis:
     if not checks and outcome != "established":
         checks = (f"Check the {gave_up}'s log for why it ended the handshake." if gave_up in ("client", "server")
                   else "Look at both sides' logs for why the handshake ended.",)
-    return Diagnosis(outcome=outcome, certain=certain, gave_up=gave_up, step=step, cause=cause,
-                     checks=tuple(dict.fromkeys(checks)), negotiation=negotiation(t), timings=timings(t))
+    return build_diagnosis(outcome, certain, gave_up, step, cause, tuple(dict.fromkeys(checks)), negotiation(t),
+                           timings(t))
 
 
 def _decide(t: Tracker) -> _Decision:
@@ -129,9 +131,8 @@ def _established(t: Tracker) -> tuple[str, bool, str | None, str | None, str, tu
         what.append("resumed")
     how = " (inferred from the encrypted records: no key log)" if t.complete_inferred else ""
     cause = f"The handshake completed{how}: {', '.join(what) or 'parameters not seen'}."
-    error, warning = Severity.error, Severity.warning  # looked up once, not per finding (slow enum access)
-    errors = [f for f in t.findings if f.severity is error]
-    warnings = [f for f in t.findings if f.severity is warning]
+    errors = [f for f in t.findings if f.severity is _ERROR]
+    warnings = [f for f in t.findings if f.severity is _WARNING]
     checks: tuple[str, ...] = ()
     if errors or warnings:
         worst = (errors or warnings)[0]
@@ -348,13 +349,13 @@ def client_certificate_state(t: Tracker) -> str:
 
 
 def summarize(t: Tracker, d: Diagnosis) -> ConnectionSummary:
-    return ConnectionSummary(
-        sni=t.client_hello.server_name if t.client_hello is not None else None,
-        version=version_name(t.version) if t.version is not None and (t.server_hello is not None or t.sslv2) else None,
-        cipher_suite=cipher_suite_name(t.cipher_suite) if t.cipher_suite is not None else None,
-        alpn=t.alpn_chosen,
-        resumed=t.resumed,
-        client_certificate=client_certificate_state(t),
-        outcome=d.outcome,
-        diagnosis=d.cause if d.certain else f"(inferred) {d.cause}",
+    return build_summary(
+        t.client_hello.server_name if t.client_hello is not None else None,  # sni
+        version_name(t.version) if t.version is not None and (t.server_hello is not None or t.sslv2) else None,
+        cipher_suite_name(t.cipher_suite) if t.cipher_suite is not None else None,
+        t.alpn_chosen,
+        t.resumed,
+        client_certificate_state(t),
+        d.outcome,
+        d.cause if d.certain else f"(inferred) {d.cause}",  # diagnosis
     )

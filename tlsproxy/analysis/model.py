@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire.events import Direction
 
 _F = dict(frozen=True, slots=True, kw_only=True)
@@ -98,3 +99,11 @@ class ConnectionSummary:
     client_certificate: str | None = None  # "not_requested" | "sent" | "empty" | "withheld" | "not_seen"
     outcome: str = "incomplete"
     diagnosis: str = ""
+
+
+# Positional builders for the analyzer's per-connection paths (see tlsproxy.fastbuild): the same
+# objects as the keyword constructors give, without a per-field object.__setattr__ each.
+build_finding = frozen_builder(Finding)  # (code, severity, title, detail, hints, direction, event_seq, at)
+build_diagnosis = frozen_builder(Diagnosis)  # (outcome, certain, gave_up, step, cause, checks, negotiation, timings)
+build_summary = frozen_builder(ConnectionSummary)
+# (sni, version, cipher_suite, alpn, resumed, client_certificate, outcome, diagnosis)

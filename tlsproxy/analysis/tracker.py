@@ -49,6 +49,7 @@ from tlsproxy.analysis.rules import (
     stalls,
     versions,
 )
+from tlsproxy.analysis.rules.alerts import AlertSeen, PendingAlert
 from tlsproxy.wire import events as ev
 from tlsproxy.wire.certs import CertificateInfo
 from tlsproxy.wire.events import ContentType, Direction
@@ -74,6 +75,21 @@ _APPLICATION_DATA = int(ContentType.application_data)
 _HANDSHAKE = int(ContentType.handshake)
 _ALERT = int(ContentType.alert)
 _HEARTBEAT = int(ContentType.heartbeat)
+# Handshake types as plain ints, for the same reason (_on_handshake tests several per message).
+_CLIENT_HELLO = int(HandshakeType.client_hello)
+_SERVER_HELLO = int(HandshakeType.server_hello)
+_CERTIFICATE = int(HandshakeType.certificate)
+_SERVER_KEY_EXCHANGE = int(HandshakeType.server_key_exchange)
+_CERTIFICATE_REQUEST = int(HandshakeType.certificate_request)
+_ENCRYPTED_EXTENSIONS = int(HandshakeType.encrypted_extensions)
+_CLIENT_KEY_EXCHANGE = int(HandshakeType.client_key_exchange)
+_CERTIFICATE_VERIFY = int(HandshakeType.certificate_verify)
+_FINISHED = int(HandshakeType.finished)
+_SERVER_HELLO_DONE = int(HandshakeType.server_hello_done)
+_CERTIFICATE_STATUS = int(HandshakeType.certificate_status)
+_NEW_SESSION_TICKET = int(HandshakeType.new_session_ticket)
+_KEY_UPDATE = int(HandshakeType.key_update)
+_HELLO_REQUEST = int(HandshakeType.hello_request)
 
 # Bounds on what a connection remembers: a renegotiating or hostile peer must not grow them.
 _MAX_MESSAGES = 64  # handshake messages kept per connection (a full handshake has ~12)
@@ -97,35 +113,6 @@ class AnalysisOptions:
     trust_loader: Callable[[], bytes | None] | None = None
     keylog: bool = False
     stall_after: float = 10.0
-
-
-@dataclass(slots=True)
-class PendingAlert:
-    """An encrypted record that may be an alert; classified once we know what follows it."""
-
-    seq: int
-    at: float
-    length: int
-    certain_alert: bool  # TLS <= 1.2: the content type says alert
-    during_handshake: bool
-    after_app_data: bool
-    step: str
-    sizes: str  # the sizes that matched, for the finding
-
-
-@dataclass(slots=True)
-class AlertSeen:
-    direction: Direction
-    level: int | None
-    description: int | None
-    at: float
-    seq: int
-    step: str
-    decrypted: bool = False
-    inferred: bool = False  # an encrypted abort inferred from size and position
-    during_handshake: bool = True
-    sizes: str = ""
-    interpretation: object = None  # rules.alerts.Interpretation
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +175,20 @@ class Side:
 
 class Tracker:
     """Follows one connection; see the module docstring."""
+
+    # Slots: with more attributes than CPython 3.11 shares between instance dicts (30), every attribute
+    # read and write of a plain class went through a per-instance dict; the rules read these on every event.
+    __slots__ = (
+        "options", "wall_start", "started", "findings", "client", "server", "client_hello", "client_hello_at",
+        "client_hellos", "sslv2_hello", "sslv2", "hello_retry", "server_hello", "server_hello_at", "_version",
+        "tls13", "cipher_suite", "server_key_exchange", "cert_request", "cert_request_at", "ssl3_no_certificate",
+        "alpn_chosen", "encrypted_extensions", "resumed", "complete", "complete_at", "complete_inferred",
+        "server_flight_done_at", "client_flight_at", "client_flight_seq", "server_answered_flight",
+        "server_chain_problems", "client_chain_problems", "server_chain_verified", "alerts", "first_fatal", "step",
+        "step_by", "step_at", "progress_at", "stall_reported", "first_eof", "hang_up", "end_how", "end_by",
+        "end_reason", "end_at", "renegotiation_flagged", "early_data_flagged", "decode_errors", "starttls",
+        "decrypted", "decrypt_failures", "server_went_on", "_diagnosis", "offered_versions_memo",
+    )
 
     def __init__(self, options: AnalysisOptions, *, wall_start: float, started: float) -> None:
         self.options = options
@@ -395,7 +396,7 @@ class Tracker:
         ch = self.client_hello_at
         self.hang_up = HangUp(side=who, at=event.at, seq=seq, step=self.step_text(), turn=turn, owed=owed,
                               server_hello=(self.server_hello is not None or self.sslv2
-                                            or HandshakeType.server_hello in self.server.messages),
+                                            or _SERVER_HELLO in self.server.messages),
                               sent_nothing=not self.side(event.direction).bytes_seen,
                               since_client_hello=None if ch is None else max(0.0, event.at - ch),
                               since_start=max(0.0, event.at - self.started))
@@ -574,19 +575,17 @@ class Tracker:
         if hs.decrypted:
             self.saw_decrypted()
             if (d is _S2C and self.client.finished
-                    and t in (HandshakeType.new_session_ticket, HandshakeType.key_update)):
+                    and t in (_NEW_SESSION_TICKET, _KEY_UPDATE)):
                 self.server_went_on = True
         if msg is None:
             return
-        renegotiating = self.complete and hs.decrypted and t in (HandshakeType.client_hello,
-                                                                  HandshakeType.hello_request)
+        renegotiating = self.complete and hs.decrypted and t in (_CLIENT_HELLO, _HELLO_REQUEST)
         if renegotiating:
             out += ciphers.renegotiation(self, seq, hs, f"a {'ClientHello' if t == 1 else 'HelloRequest'}")
             return
-        if self.complete and t not in (HandshakeType.new_session_ticket, HandshakeType.key_update,
-                                       HandshakeType.finished):
+        if self.complete and t not in (_NEW_SESSION_TICKET, _KEY_UPDATE, _FINISHED):
             return  # a renegotiation's messages: not re-judged
-        if t == HandshakeType.client_hello and isinstance(msg, ClientHello):
+        if t == _CLIENT_HELLO and isinstance(msg, ClientHello):
             self.client_hellos += 1
             first = self.client_hello is None
             self.client_hello = msg
@@ -596,7 +595,7 @@ class Tracker:
             if first:
                 out += versions.on_client_hello(self, seq, hs, msg)
                 out += ciphers.on_client_hello(self, seq, hs, msg)
-        elif t == HandshakeType.server_hello and isinstance(msg, ServerHello):
+        elif t == _SERVER_HELLO and isinstance(msg, ServerHello):
             if msg.is_hello_retry_request:
                 self.hello_retry = msg
                 self.version = msg.selected_version
@@ -611,7 +610,7 @@ class Tracker:
             self.set_step("server_hello", d, hs.at)
             out += versions.on_server_hello(self, seq, hs, msg)
             out += ciphers.on_server_hello(self, seq, hs, msg)
-        elif t == HandshakeType.certificate and isinstance(msg, Certificate):
+        elif t == _CERTIFICATE and isinstance(msg, Certificate):
             side.certificate_msg = msg
             side.certs = tuple(e.info for e in msg.entries)
             self.set_step("certificate", d, hs.at)
@@ -619,25 +618,25 @@ class Tracker:
                 out += certificates.on_server_chain(self, seq, hs, msg)
             else:
                 out += clientauth.on_client_certificate(self, seq, hs, msg)
-        elif t == HandshakeType.server_key_exchange and isinstance(msg, ServerKeyExchange):
+        elif t == _SERVER_KEY_EXCHANGE and isinstance(msg, ServerKeyExchange):
             self.server_key_exchange = msg
             self.set_step("server_key_exchange", d, hs.at)
             out += ciphers.on_server_key_exchange(self, seq, hs, msg)
-        elif t == HandshakeType.certificate_request and isinstance(msg, CertificateRequest):
+        elif t == _CERTIFICATE_REQUEST and isinstance(msg, CertificateRequest):
             self.cert_request = msg
             self.cert_request_at = hs.at
             self.set_step("certificate_request", d, hs.at)
             out += clientauth.on_certificate_request(self, seq, hs, msg)
-        elif t == HandshakeType.encrypted_extensions and isinstance(msg, EncryptedExtensions):
+        elif t == _ENCRYPTED_EXTENSIONS and isinstance(msg, EncryptedExtensions):
             self.encrypted_extensions = msg
             out += ciphers.on_encrypted_extensions(self, seq, hs, msg)
-        elif t == HandshakeType.client_key_exchange:
+        elif t == _CLIENT_KEY_EXCHANGE:
             self.set_step("client_key_exchange", d, hs.at)
             out += clientauth.on_client_key_exchange(self, seq, hs)
-        elif t == HandshakeType.certificate_verify:
+        elif t == _CERTIFICATE_VERIFY:
             side.certificate_verify = True
             self.set_step("certificate_verify", d, hs.at)
-        elif t == HandshakeType.finished:
+        elif t == _FINISHED:
             side.finished = True
             side.finished_at = hs.at
             side.finished_inferred = False
@@ -646,8 +645,8 @@ class Tracker:
                 self.client_flight_at = hs.at
             if self.client.finished and self.server.finished:
                 self.mark_complete(hs.at, inferred=False)
-        elif t in (HandshakeType.server_hello_done, HandshakeType.certificate_status,
-                   HandshakeType.new_session_ticket):
+        elif t in (_SERVER_HELLO_DONE, _CERTIFICATE_STATUS,
+                   _NEW_SESSION_TICKET):
             if not self.complete:
                 self.set_step(_hs_name(t), d, hs.at)
 

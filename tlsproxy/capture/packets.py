@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tlsproxy.capture.pcap import RawPacket
 from tlsproxy.fastbuild import frozen_builder
 
-__all__ = ["TcpSegment", "PacketDecoder", "DecodeStats", "parse_tcp_options", "format_endpoint",
+__all__ = ["TcpSegment", "SegmentRecord", "PacketDecoder", "RecordDecoder", "DecodeStats", "parse_tcp_options", "format_endpoint",
            "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -75,6 +76,33 @@ class TcpSegment:
     @property
     def flag_names(self) -> str:
         return ",".join(name for bit, name in _FLAG_NAMES if self.flags & bit) or "none"
+
+
+class SegmentRecord:
+    """A ``TcpSegment``'s fields in a plain slotted class, for the capture front end's per-packet loop.
+
+    Building a frozen dataclass costs one descriptor call per field (eleven here); this one is
+    filled by a single ``__init__``.  ``TcpReassembler`` reads only these attributes, so it takes
+    either.  Not hashable, not frozen: nobody outside that loop ever sees one.
+    """
+
+    __slots__ = ("src", "dst", "seq", "ack", "flags", "window", "payload", "length", "timestamp",
+                 "truncated", "options")
+
+    def __init__(self, src: tuple[str, int], dst: tuple[str, int], seq: int, ack: int, flags: int,
+                 window: int, payload: bytes, length: int, timestamp: float, truncated: bool,
+                 options: bytes) -> None:
+        self.src = src
+        self.dst = dst
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
+        self.payload = payload
+        self.length = length
+        self.timestamp = timestamp
+        self.truncated = truncated
+        self.options = options
 
 
 @dataclass(slots=True)
@@ -185,6 +213,9 @@ class PacketDecoder:
     # A capture of a busy network sees many hosts; beyond this many we start over rather than grow.
     _ADDR_CACHE_MAX = 65_536
 
+    # Makes each segment from TcpSegment's fields, positionally.
+    _build: Callable[..., TcpSegment] = staticmethod(_segment)
+
     def __init__(self) -> None:
         self.stats = DecodeStats()
         # Raw (source, destination) address bytes -> their strings.  The 8 or 32 key bytes
@@ -192,8 +223,12 @@ class PacketDecoder:
         self._addrs: dict[bytes, tuple[str, str]] = {}
 
     def decode(self, packet: RawPacket) -> TcpSegment | None:
-        data = packet.data
-        fast = _FAST.get(packet.linktype)
+        return self.decode_fields(packet.linktype, packet.timestamp, packet.data, packet.caplen, packet.origlen)
+
+    def decode_fields(self, linktype: int, timestamp: float, data: bytes, caplen: int,
+                      origlen: int) -> TcpSegment | None:
+        """``decode`` of a packet given as its fields (as ``FrameReader`` hands them out)."""
+        fast = _FAST.get(linktype)
         if fast is not None:
             # The common case in one struct call: link header, IPv4 without options (or IPv6
             # without extension headers) and TCP, neither fragmented nor cut short.  Anything
@@ -227,11 +262,10 @@ class PacketDecoder:
                 else:
                     payload = b""
                     length = 0
-                return _segment((names[0], sport), (names[1], dport), seq, ack, flags, window,
-                                payload, length, packet.timestamp, False,
-                                data[tcp_end:start] if start > tcp_end else b"")
-        return self.decode_frame(packet.linktype, data, packet.timestamp,
-                                 packet.caplen < packet.origlen)
+                return self._build((names[0], sport), (names[1], dport), seq, ack, flags, window,
+                                   payload, length, timestamp, False,
+                                   data[tcp_end:start] if start > tcp_end else b"")
+        return self.decode_frame(linktype, data, timestamp, caplen < origlen)
 
     def decode_frame(self, linktype: int, data: bytes, timestamp: float,
                      truncated: bool = False) -> TcpSegment | None:
@@ -409,8 +443,8 @@ class PacketDecoder:
         if truncated:
             stats.truncated += 1
         stats.tcp += 1
-        return _segment((src, sport), (dst, dport), seq, ack, flags, window, payload, length,
-                        timestamp, truncated, options)
+        return self._build((src, sport), (dst, dport), seq, ack, flags, window, payload, length,
+                           timestamp, truncated, options)
 
     def _names(self, pair: bytes) -> tuple[str, str]:
         """Source and destination address strings of 8 (IPv4) or 32 (IPv6) address bytes, cached."""
@@ -424,3 +458,9 @@ class PacketDecoder:
             cache.clear()
         cache[pair] = names
         return names
+
+
+class RecordDecoder(PacketDecoder):
+    """A ``PacketDecoder`` that gives ``SegmentRecord``s (the capture front end's loop)."""
+
+    _build = SegmentRecord  # type: ignore[assignment]

@@ -89,6 +89,11 @@ class ConnKey:
     server: tuple[str, int]
     index: int
 
+    def __hash__(self) -> int:
+        # The index alone (equal keys have equal indexes): the generated hash would hash both
+        # endpoint tuples again on every set or dict lookup.
+        return self.index
+
     def __str__(self) -> str:
         return f"{format_endpoint(self.client)} -> {format_endpoint(self.server)} #{self.index}"
 

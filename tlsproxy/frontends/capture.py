@@ -3,22 +3,23 @@ through the same pipeline as live traffic, with capture timestamps as its clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tlsproxy.capture import (
     CaptureFormatError,
     ConnectionFinished,
     ConnectionOpened,
-    PacketDecoder,
     StreamClosed,
+    StreamConflict,
     StreamData,
     StreamGap,
     TcpReassembler,
-    iter_packets,
 )
-from tlsproxy.capture.tcp import ConnKey
+from tlsproxy.capture.packets import RecordDecoder
+from tlsproxy.capture.pcap import CHUNK_SIZE, Frame, FrameReader
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire import sniff
 from tlsproxy.wire.events import Direction
@@ -70,31 +71,62 @@ def carries_tls(first: bytes, server_port: int) -> bool:
 
 
 class CaptureAnalysis:
-    """Feeds stream events of a capture into a pipeline (sans-IO: packets come from the caller)."""
+    """Feeds stream events of a capture into a pipeline (sans-IO: packets come from the caller).
+
+    Connections are tracked by ``ConnKey.index`` (unique per connection): an int is the cheapest
+    dictionary key, and the events of one connection are looked up several times each.
+    """
 
     def __init__(self, pipeline: Pipeline, *, all_connections: bool = False) -> None:
         self.pipeline = pipeline
         self.all_connections = all_connections
         self.stats = CaptureStats()
-        self.decoder = PacketDecoder()
+        self.decoder = RecordDecoder()
         self.tcp = TcpReassembler()
-        self._pending: dict[ConnKey, _Pending] = {}
-        self._active: set[ConnKey] = set()
-        self._ignored: set[ConnKey] = set()
-        self._closes: dict[ConnKey, list[StreamClosed]] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._active: set[int] = set()
+        self._ignored: set[int] = set()
+        self._closes: dict[int, list[StreamClosed]] = {}
+        # Event type -> handler; StreamData of an analysed connection is handled inline.
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            StreamData: self._data, ConnectionOpened: self._opened, StreamGap: self._gap,
+            StreamClosed: self._closed, ConnectionFinished: self._finished, StreamConflict: self._conflict,
+        }
 
     def packet(self, raw) -> None:  # noqa: ANN001 - a capture.RawPacket
-        st = self.stats
-        st.packets += 1
-        if st.first_at is None:
-            st.first_at = raw.timestamp
-        st.last_at = raw.timestamp
-        seg = self.decoder.decode(raw)
-        if seg is None:
+        self.frames(((raw.linktype, raw.timestamp, raw.data, raw.caplen, raw.origlen, raw.interface),))
+
+    def frames(self, frames: Sequence[Frame]) -> None:
+        """The per-packet loop: packets as ``Frame`` tuples (from a ``FrameReader``), decoded,
+        reassembled and dispatched without building a ``RawPacket`` or a ``TcpSegment`` each."""
+        if not frames:
             return
-        st.tcp_segments += 1
-        for event in self.tcp.feed(seg):
-            self._stream_event(event)
+        st = self.stats
+        st.packets += len(frames)
+        if st.first_at is None:
+            st.first_at = frames[0][1]
+        st.last_at = frames[-1][1]
+        decode = self.decoder.decode_fields
+        feed = self.tcp.feed
+        active = self._active
+        data = self.pipeline.data
+        handlers = self._handlers
+        segments = 0
+        try:
+            for linktype, timestamp, frame, caplen, origlen, _interface in frames:
+                seg = decode(linktype, timestamp, frame, caplen, origlen)
+                if seg is None:
+                    continue
+                segments += 1
+                for event in feed(seg):
+                    if type(event) is StreamData:  # the bulk of events: bytes of an analysed connection
+                        index = event.conn.index
+                        if index in active:
+                            data(index, event.direction, event.data, event.at)
+                            continue
+                    handlers[type(event)](event)
+        finally:
+            st.tcp_segments += segments
 
     def finish(self) -> CaptureStats:
         for event in self.tcp.finish():
@@ -102,43 +134,55 @@ class CaptureAnalysis:
         return self.stats
 
     def _stream_event(self, event) -> None:  # noqa: ANN001 - a capture StreamEvent
-        key = event.conn
-        if isinstance(event, StreamData):
-            if key in self._active:
-                self.pipeline.data(key.index, event.direction, event.data, event.at)
-            elif key in self._pending:
-                pending = self._pending.pop(key)
-                if self.all_connections or carries_tls(event.data, key.server[1]):
-                    self._activate(pending)
-                    self.pipeline.data(key.index, event.direction, event.data, event.at)
-                else:
-                    self._ignored.add(key)
-                    self.stats.skipped_not_tls += 1
-        elif isinstance(event, ConnectionOpened):
-            self.stats.connections += 1
-            self._pending[key] = _Pending(opened=event)
-        elif isinstance(event, StreamGap):
-            if key in self._active:
-                self.pipeline.gap(key.index, event.direction, event.length, event.at)
-        elif isinstance(event, StreamClosed):
-            if key in self._active:
-                self._closes.setdefault(key, []).append(event)
-                if event.how == "fin":
-                    self.pipeline.eof(key.index, event.direction, event.at)
-            elif key in self._pending:
-                self._pending[key].closes.append(event)
-        elif isinstance(event, ConnectionFinished):
-            if key in self._active:
-                self._active.discard(key)
-                self.pipeline.close(key.index, self._end(self._closes.pop(key, []), event.at))
-            elif self._pending.pop(key, None) is not None:
-                self.stats.skipped_empty += 1
-            self._ignored.discard(key)
+        self._handlers[type(event)](event)
+
+    def _data(self, event: StreamData) -> None:
+        index = event.conn.index
+        if index in self._active:
+            self.pipeline.data(index, event.direction, event.data, event.at)
+        elif index in self._pending:
+            pending = self._pending.pop(index)
+            if self.all_connections or carries_tls(event.data, event.conn.server[1]):
+                self._activate(pending)
+                self.pipeline.data(index, event.direction, event.data, event.at)
+            else:
+                self._ignored.add(index)
+                self.stats.skipped_not_tls += 1
+
+    def _conflict(self, event: StreamConflict) -> None:
+        pass  # the first copy was delivered; the analysis has nothing to add
+
+    def _opened(self, event: ConnectionOpened) -> None:
+        self.stats.connections += 1
+        self._pending[event.conn.index] = _Pending(opened=event)
+
+    def _gap(self, event: StreamGap) -> None:
+        index = event.conn.index
+        if index in self._active:
+            self.pipeline.gap(index, event.direction, event.length, event.at)
+
+    def _closed(self, event: StreamClosed) -> None:
+        index = event.conn.index
+        if index in self._active:
+            self._closes.setdefault(index, []).append(event)
+            if event.how == "fin":
+                self.pipeline.eof(index, event.direction, event.at)
+        elif index in self._pending:
+            self._pending[index].closes.append(event)
+
+    def _finished(self, event: ConnectionFinished) -> None:
+        index = event.conn.index
+        if index in self._active:
+            self._active.discard(index)
+            self.pipeline.close(index, self._end(self._closes.pop(index, []), event.at))
+        elif self._pending.pop(index, None) is not None:
+            self.stats.skipped_empty += 1
+        self._ignored.discard(index)
 
     def _activate(self, pending: _Pending) -> None:
         opened = pending.opened
         key = opened.conn
-        self._active.add(key)
+        self._active.add(key.index)
         self.stats.analysed += 1
         self.pipeline.open(ConnectionInfo(
             id=key.index,
@@ -182,9 +226,17 @@ def analyze_capture(path: str | PathLike[str], pipeline: Pipeline, *, all_connec
         def on_secrets(text: str) -> None:
             keylog.feed_text(text if text.endswith("\n") else text + "\n")
             analysis.stats.embedded_secrets += 1
+    # iter_packets, with frames instead of RawPackets and each chunk's packets as one batch.
+    reader = FrameReader()
     try:
-        for raw in iter_packets(path, on_secrets=on_secrets):
-            analysis.packet(raw)
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK_SIZE):
+                frames = reader.feed(chunk)
+                if on_secrets is not None:
+                    for text in reader.take_secrets():
+                        on_secrets(text)
+                analysis.frames(frames)
+        reader.close()
     except CaptureFormatError as exc:
         analysis.stats.error = str(exc)
     return analysis.finish()

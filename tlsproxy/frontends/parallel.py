@@ -17,6 +17,7 @@ need, such as the key log and the trust store, is already loaded) and never touc
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import queue
@@ -25,12 +26,14 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
+from operator import attrgetter
 from typing import Any, Protocol
 
 from tlsproxy.analysis.model import Severity
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire.events import Direction
 
@@ -42,6 +45,18 @@ enough that both workers get work early and the transcript flows."""
 
 BATCH_BYTES = 256 << 10
 """Payload bytes after which a batch is sent even when it has fewer calls (bulk transfers)."""
+
+
+# Calls travel as flat tuples (sequence number, operation, arguments...), pickled in batches.
+# Directions travel as 0/1 and connection records as field tuples: an Enum member unpickles
+# through a Python-level call and a slotted dataclass through one per field, for every call.
+_OPEN, _DATA, _EOF, _GAP, _CLOSE, _KEYLOG = range(6)
+_DIRECTIONS = (Direction.C2S, Direction.S2C)
+_DIRECTION_CODE = {d: i for i, d in enumerate(_DIRECTIONS)}
+_INFO_FIELDS = attrgetter(*(f.name for f in fields(ConnectionInfo)))
+_END_FIELDS = attrgetter(*(f.name for f in fields(ConnectionEnd)))
+_make_info = frozen_builder(ConnectionInfo)
+_make_end = frozen_builder(ConnectionEnd)
 
 
 def usable_cpus() -> int:
@@ -79,7 +94,7 @@ class _Shard:
     process: Any
     send: Connection
     recv: Connection
-    batch: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
+    batch: list[tuple[Any, ...]] = field(default_factory=list)  # (seq, operation, *arguments)
     batch_bytes: int = 0
     sent_through: int = 0  # highest sequence number sent
     done_through: int = 0  # highest sequence number the worker has answered for
@@ -107,6 +122,9 @@ class ShardedPipeline:
         self._inbox: queue.Queue[tuple[_Shard, Any]] = queue.Queue()
         self.shards: list[_Shard] = []
         ctx = get_context("fork")
+        # Everything loaded so far (modules, the trust store) is shared with the workers; frozen,
+        # the collectors on either side never touch it, so its pages are never copied.
+        gc.freeze()
         sys.stdout.flush()
         sys.stderr.flush()
         for i in range(jobs):
@@ -142,27 +160,33 @@ class ShardedPipeline:
         shard = self.shards[self._next % len(self.shards)]
         self._next += 1
         self._owner[info.id] = shard
-        self._call(shard, "open", (info,), 0)
+        self._call(shard, (_OPEN, _INFO_FIELDS(info)), 0)
 
     def data(self, conn_id: int, direction: Direction, data: bytes, at: float) -> None:
+        # The call for nearly every packet: _call inlined.
         shard = self._owner.get(conn_id)
         if shard is not None and data:
-            self._call(shard, "data", (conn_id, direction, data, at), len(data))
+            self._seq = seq = self._seq + 1
+            batch = shard.batch
+            batch.append((seq, _DATA, conn_id, _DIRECTION_CODE[direction], data, at))
+            shard.batch_bytes += len(data)
+            if len(batch) >= BATCH_CALLS or shard.batch_bytes >= BATCH_BYTES:
+                self._flush(shard)
 
     def eof(self, conn_id: int, direction: Direction, at: float) -> None:
         shard = self._owner.get(conn_id)
         if shard is not None:
-            self._call(shard, "eof", (conn_id, direction, at), 0)
+            self._call(shard, (_EOF, conn_id, _DIRECTION_CODE[direction], at), 0)
 
     def gap(self, conn_id: int, direction: Direction, length: int, at: float) -> None:
         shard = self._owner.get(conn_id)
         if shard is not None:
-            self._call(shard, "gap", (conn_id, direction, length, at), 0)
+            self._call(shard, (_GAP, conn_id, _DIRECTION_CODE[direction], length, at), 0)
 
     def close(self, conn_id: int, end: ConnectionEnd) -> None:
         shard = self._owner.pop(conn_id, None)
         if shard is not None:
-            self._call(shard, "close", (conn_id, end), 0)
+            self._call(shard, (_CLOSE, conn_id, _END_FIELDS(end)), 0)
 
     def close_all(self, how: str, at: float) -> None:
         for conn_id in list(self._owner):  # in the order they opened, like Pipeline.close_all
@@ -172,7 +196,7 @@ class ShardedPipeline:
         """Key-log text found in the capture: every worker needs it, before the calls after it."""
         self._seq += 1
         for shard in self.shards:
-            shard.batch.append((self._seq, "keylog", (text,)))
+            shard.batch.append((self._seq, _KEYLOG, text))
             self._flush(shard)
 
     def sync(self) -> None:
@@ -209,9 +233,9 @@ class ShardedPipeline:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _call(self, shard: _Shard, name: str, args: tuple[Any, ...], nbytes: int) -> None:
+    def _call(self, shard: _Shard, call: tuple[Any, ...], nbytes: int) -> None:
         self._seq += 1
-        shard.batch.append((self._seq, name, args))
+        shard.batch.append((self._seq, *call))
         shard.batch_bytes += nbytes
         if len(shard.batch) >= BATCH_CALLS or shard.batch_bytes >= BATCH_BYTES:
             self._flush(shard)
@@ -304,8 +328,15 @@ def _serve(recv: Connection, send: Connection, build: Callable[[], WorkerSide], 
         c.close()
     side = build()
     pipeline = side.pipeline
-    methods = {name: getattr(pipeline, name) for name in ("open", "data", "eof", "gap", "close")}
-    methods["keylog"] = side.feed_keylog
+    data = pipeline.data
+    directions = _DIRECTIONS
+    others: dict[int, Callable[..., Any]] = {
+        _OPEN: lambda info: pipeline.open(_make_info(*info)),
+        _EOF: lambda conn_id, d, at: pipeline.eof(conn_id, directions[d], at),
+        _GAP: lambda conn_id, d, length, at: pipeline.gap(conn_id, directions[d], length, at),
+        _CLOSE: lambda conn_id, end: pipeline.close(conn_id, _make_end(*end)),
+        _KEYLOG: side.feed_keylog,
+    }
     collect = side.collect
     while True:
         try:
@@ -315,10 +346,14 @@ def _serve(recv: Connection, send: Connection, build: Callable[[], WorkerSide], 
         if batch is None:
             return
         results: list[tuple[int, ShardOutput]] = []
-        for seq, name, args in batch:
-            methods[name](*args)
+        for call in batch:
+            if call[1] == _DATA:
+                _seq, _op, conn_id, d, payload, at = call
+                data(conn_id, directions[d], payload, at)
+            else:
+                others[call[1]](*call[2:])
             out = collect()
             if out is not None:
-                results.append((seq, out))
+                results.append((call[0], out))
         send.send_bytes(pickle.dumps((batch[-1][0], results, pipeline.worst, pipeline.reports_count),
                                      protocol=pickle.HIGHEST_PROTOCOL))

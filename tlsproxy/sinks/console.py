@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
 from rich.live import Live
 
 from tlsproxy.analysis.model import Finding, Severity
+from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.netaddr import format_addr as _addr
 from tlsproxy.sinks import render
 from tlsproxy.sinks.render import ConnLabel, SummaryRow, SummaryTally
@@ -38,7 +39,13 @@ __all__ = ["ConsoleSink", "make_console"]
 #: transfer balloons neither.
 SCREEN_APP_DATA_RECORDS = 100
 
-_SEVERITIES = tuple(Severity)
+_ERROR = Severity.error
+# Built once per connection each (see fastbuild): keyword construction of a frozen dataclass costs
+# an object.__setattr__ per field.
+_build_label = frozen_builder(ConnLabel)  # (id, started, wall_start)
+_build_row = frozen_builder(SummaryRow)
+# (id, client, server, sni, outcome, version, cipher_suite, errors, warnings, infos)
+_WARNING = Severity.warning
 
 
 def make_console(*, no_color: bool = False, file: object = None, force_terminal: bool | None = None,
@@ -70,12 +77,16 @@ class _Run:
     last: float = 0.0
 
 
-@dataclass(slots=True)
 class _ConnView:
-    label: ConnLabel
-    info: object
-    app_records: dict[Direction, int] = field(default_factory=lambda: {Direction.C2S: 0, Direction.S2C: 0})
-    runs: dict[Direction, _Run] = field(default_factory=dict)
+    """What the transcript keeps of an open connection: its line prefix and its bulk-data counts."""
+
+    __slots__ = ("label", "info", "app_records", "runs")
+
+    def __init__(self, label: ConnLabel, info: object) -> None:
+        self.label = label
+        self.info = info
+        self.app_records: dict[Direction, int] = {Direction.C2S: 0, Direction.S2C: 0}
+        self.runs: dict[Direction, _Run] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +161,9 @@ class ConsoleSink:
             # text: writing it directly costs a fraction of rich's render pipeline, which matters
             # when a capture has tens of thousands of connections.  Rich would have stripped
             # control codes from every fragment; one pass over the batch does the same.
-            if items:
+            if len(items) == 1:  # most calls print one line: no join
+                target.file.write(render.strip_control_codes(items[0] + "\n"))  # type: ignore[operator]
+            elif items:
                 target.file.write(render.strip_control_codes("\n".join(items) + "\n"))  # type: ignore[arg-type]
             return
         for item in items:
@@ -162,14 +175,15 @@ class ConsoleSink:
         self.start()
 
     def connection_opened(self, info: ConnectionInfo) -> None:
-        label = ConnLabel(id=info.id, started=info.started, wall_start=info.wall_start)
-        self._conns[info.id] = _ConnView(label=label, info=info)
+        label = _build_label(info.id, info.started, info.wall_start)
+        self._conns[info.id] = _ConnView(label, info)
         if not self.quiet:
             self._print(self._render.connection_opened(label, info.client, info.server, info.target, info.mode))
 
     def event(self, conn_id: int, seq: int, event: ev.Event | None, findings: Sequence[Finding]) -> None:
         view = self._conns.get(conn_id)
-        if event is not None and view is not None and isinstance(event, ev.Record):
+        if self._use_live and event is not None and view is not None and isinstance(event, ev.Record):
+            # Byte totals are only ever shown on the status line, so only counted when there is one.
             self._totals[event.direction] += event.length + 5
         if self.quiet:
             # -q shows no events, so which to show (and app-data runs) is moot: only findings,
@@ -234,37 +248,42 @@ class ConsoleSink:
         return out
 
     def connection_closed(self, report: ConnectionReport) -> None:
-        view = self._conns.pop(report.info.id, None)
-        label = view.label if view is not None else ConnLabel(id=report.info.id, started=report.info.started,
-                                                               wall_start=report.info.wall_start)
+        info = report.info
+        view = self._conns.pop(info.id, None)
+        label = view.label if view is not None else ConnLabel(id=info.id, started=info.started,
+                                                               wall_start=info.wall_start)
         lines: list[RenderableType] = self._flush_runs(view) if view is not None and view.runs else []
         self._closed += 1
-        info = report.info
-        where = report.summary.sni or info.target or _addr(info.server)
-        counts = dict.fromkeys(_SEVERITIES, 0)
+        summary = report.summary
+        server = info.target or _addr(info.server)
+        where = summary.sni or server
+        errors = warnings = infos = 0
         for f in report.findings:
-            counts[f.severity] += 1
+            severity = f.severity
+            if severity is _ERROR:
+                errors += 1
+            elif severity is _WARNING:
+                warnings += 1
+            else:
+                infos += 1
         client = _addr(info.client)
         extra = f"{client} → {where}"
-        clean = report.diagnosis.outcome == "established" and not counts[Severity.error] \
-            and not counts[Severity.warning]
-        if self.quiet and clean:
+        diagnosis = report.diagnosis
+        if self.quiet and not errors and not warnings and diagnosis.outcome == "established":
             # -q is for what went wrong: a clean connection gets one line, not a panel.
-            lines.append(self._render.diagnosis_line(label, report.diagnosis, title_extra=extra))
+            lines.append(self._render.diagnosis_line(label, diagnosis, title_extra=extra))
         elif self._plain:
-            lines.extend(render.render_diagnosis_plain_lines(label, report.diagnosis, title_extra=extra,
-                                                             findings=report.findings, end=report.end))
+            lines.extend(render.render_diagnosis_plain_lines(label, diagnosis, title_extra=extra,
+                                                             findings=report.findings, end=report.end,
+                                                             counts=(errors, warnings, infos)))
         elif self.console.is_terminal:
-            lines.append(render.render_diagnosis(label, report.diagnosis, title_extra=extra,
+            lines.append(render.render_diagnosis(label, diagnosis, title_extra=extra,
                                                  findings=report.findings, end=report.end))
         else:
-            lines.append(render.render_diagnosis_plain(label, report.diagnosis, title_extra=extra,
+            lines.append(render.render_diagnosis_plain(label, diagnosis, title_extra=extra,
                                                        findings=report.findings, end=report.end))
-        self.tally.add(SummaryRow(
-            id=info.id, client=client, server=info.target or _addr(info.server), sni=report.summary.sni,
-            outcome=report.summary.outcome or report.diagnosis.outcome, version=report.summary.version,
-            cipher_suite=report.summary.cipher_suite, errors=counts[Severity.error],
-            warnings=counts[Severity.warning], infos=counts[Severity.info]))
+        self.tally.add(_build_row(info.id, client, server, summary.sni, summary.outcome or diagnosis.outcome,
+                                  summary.version, summary.cipher_suite, errors, warnings, infos))
         self._print(*lines)
 
     def run_finished(self, run: RunInfo, ended: float) -> None:

@@ -628,11 +628,14 @@ def _connection_opened(new: LineClass, label: ConnLabel, client: tuple[str, int]
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    if n < 1024:  # the common case on the close line: no division
+        return f"{n} B"
+    x = n / 1024
+    for unit in ("KiB", "MiB"):
+        if x < 1024:
+            return f"{x:.1f} {unit}"
+        x /= 1024
+    return f"{x:.1f} GiB"
 
 
 # -- diagnosis, status, summary -------------------------------------------------------------
@@ -646,10 +649,11 @@ def outcome_style(outcome: str) -> str:
     return "bold red"
 
 
-def diagnosis_lines(diagnosis: Diagnosis, *, findings: Sequence[Finding] = (),
-                    end: Any = None) -> list[tuple[str, str, str]]:
+def diagnosis_lines(diagnosis: Diagnosis, *, findings: Sequence[Finding] = (), end: Any = None,
+                    counts: tuple[int, int, int] | None = None) -> list[tuple[str, str, str]]:
     """The diagnosis as ``(label, text, style)`` lines, shared by the panel and the plain form:
-    outcome, who gave up where, cause, what to check, offer against choice, timings, the close."""
+    outcome, who gave up where, cause, what to check, offer against choice, timings, the close.
+    ``counts``: the findings' (errors, warnings, infos) when the caller has counted them already."""
     out: list[tuple[str, str, str]] = []
     outcome = diagnosis.outcome + (" (inferred)" if not diagnosis.certain else "")
     meaning = OUTCOMES.get(diagnosis.outcome)
@@ -663,16 +667,18 @@ def diagnosis_lines(diagnosis: Diagnosis, *, findings: Sequence[Finding] = (),
         out.append(("cause: ", diagnosis.cause, ""))
     if diagnosis.checks:
         out.append(("check:", "", ""))
-        out.extend(("", f"  {i}. {check}", "") for i, check in enumerate(diagnosis.checks, 1))
+        out.extend([("", f"  {i}. {check}", "") for i, check in enumerate(diagnosis.checks, 1)])
     if diagnosis.negotiation:
         out.append(("negotiation (offered → chosen):", "", ""))
-        out.extend([("", f"  {key}: {_neg_value(value)}", "") for key, value in diagnosis.negotiation.items()])
+        out.extend([("", f"  {key}: {value if type(value) is str else _neg_value(value)}", "")
+                    for key, value in diagnosis.negotiation.items()])
     if diagnosis.timings:
-        out.append(("timings: ", ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()), ""))
-    counts = _count(findings)
-    if any(counts.values()):
-        out.append(("", f"findings: {counts[Severity.error]} error, {counts[Severity.warning]} warning, "
-                        f"{counts[Severity.info]} info", "dim"))
+        out.append(("timings: ", ", ".join([f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()]), ""))
+    if counts is None:
+        by_severity = _count(findings)
+        counts = by_severity[Severity.error], by_severity[Severity.warning], by_severity[Severity.info]
+    if counts != (0, 0, 0):
+        out.append(("", f"findings: {counts[0]} error, {counts[1]} warning, {counts[2]} info", "dim"))
     if end is not None:
         closed = f"closed: {end.how}" + (f" by {end.by}" if end.by else "") + \
             f"; {_size(end.bytes_c2s)} C→S, {_size(end.bytes_s2c)} C←S"
@@ -709,10 +715,14 @@ def render_diagnosis_plain(label: ConnLabel, diagnosis: Diagnosis, *, title_extr
 
 
 def render_diagnosis_plain_lines(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "",
-                                 findings: Sequence[Finding] = (), end: Any = None) -> list[str]:
-    """:func:`render_diagnosis_plain` as a list of strings (not stripped of control codes)."""
+                                 findings: Sequence[Finding] = (), end: Any = None,
+                                 counts: tuple[int, int, int] | None = None) -> list[str]:
+    """:func:`render_diagnosis_plain` as a list of strings (not stripped of control codes);
+    ``counts`` as for :func:`diagnosis_lines`."""
     head = f"#{label.id} diagnosis {diagnosis.outcome}" + (f"  {title_extra}" if title_extra else "")
-    return [head] + [f"    {h}{t}" for h, t, _ in diagnosis_lines(diagnosis, findings=findings, end=end)]
+    lines = [head]
+    lines.extend([f"    {h}{t}" for h, t, _ in diagnosis_lines(diagnosis, findings=findings, end=end, counts=counts)])
+    return lines
 
 
 def render_diagnosis_line(label: ConnLabel, diagnosis: Diagnosis, *, title_extra: str = "") -> Text:
@@ -737,17 +747,33 @@ def _diagnosis_line(new: LineClass, label: ConnLabel, diagnosis: Diagnosis, titl
 
 
 def _neg_value(value: object) -> str:
+    # Every connection's diagnosis has a few dozen of these, mostly names and lists of names, so the
+    # common types are tested first, by identity, and a dict's values are formatted inline.
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[return-value]
+    if kind is dict:
+        return ", ".join([f"{k}={v}" if type(v) is str else f"{k}={_neg_seq(v)}" if type(v) is list
+                          else f"{k}={_neg_value(v)}" for k, v in value.items()])  # type: ignore[attr-defined]
     if value is None:
         return "-"
-    if type(value) is str:  # the common case, checked first: every connection has dozens
-        return value
-    if isinstance(value, dict):  # the values are mostly names: spare them the call
+    if isinstance(value, dict):
         return ", ".join([f"{k}={v if type(v) is str else _neg_value(v)}" for k, v in value.items()])
     if isinstance(value, (list, tuple)):
-        if not value:
-            return "none"
-        return ",".join(map(str, value[:8])) + (f",+{len(value) - 8}" if len(value) > 8 else "")
+        return _neg_seq(value)
     return str(value)
+
+
+def _neg_seq(value: Sequence[object]) -> str:
+    """The first eight items and how many more; ``none`` for an empty offer."""
+    if not value:
+        return "none"
+    head = value[:8]
+    try:
+        shown = ",".join(head)  # type: ignore[arg-type]  # names: no str() per item
+    except TypeError:
+        shown = ",".join(map(str, head))
+    return shown if len(value) <= 8 else f"{shown},+{len(value) - 8}"
 
 
 def _count(findings: Iterable[Finding]) -> dict[Severity, int]:
@@ -822,7 +848,9 @@ class SummaryTally:
         name = r.sni or r.server or "-"
         if name not in self.groups and len(self.groups) >= self.max_groups:
             name = self.OTHER
-        g = self.groups.setdefault(name, SniGroup())
+        g = self.groups.get(name)
+        if g is None:
+            g = self.groups[name] = SniGroup()
         g.conns += 1
         g.outcomes[r.outcome] = g.outcomes.get(r.outcome, 0) + 1
         if r.version and len(g.versions) < 8:

@@ -32,9 +32,9 @@ from typing import Any, Protocol
 from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire import events as ev
 from tlsproxy.wire.events import ContentType, Direction
-from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE, HandshakeReassembler, RawHandshake
+from tlsproxy.wire.handshake import DEFAULT_MAX_MESSAGE_SIZE, HandshakeReassembler
 from tlsproxy.wire.registry import cipher_suite_info
-from tlsproxy.wire.messages import ClientHello, DecodeContext, HandshakeType, ServerHello, decode_message
+from tlsproxy.wire.messages import ClientHello, DecodeContext, HandshakeType, ServerHello, decode_handshake
 from tlsproxy.wire.records import SSLV2, TLS, LayerNotice, RawRecord, RecordLayer
 from tlsproxy.wire.sslv2 import (
     SSL2_MT_CLIENT_HELLO,
@@ -66,6 +66,8 @@ _MAC_LENGTHS = {"MD5": 16, "SHA": 20, "SHA256": 32, "SHA384": 48}
 MAX_HELD_BYTES = 1 << 20
 
 _NO_CONTEXT = DecodeContext()
+# ``end`` of a record handed to _on_tls_record whose payload the record layer already fetched.
+_DECIDED = -1
 # Enum members and IntEnum values as plain module constants: a class attribute lookup on an Enum
 # costs ~0.2 µs, and these are read on every record.
 _C2S = Direction.C2S
@@ -75,6 +77,13 @@ _ALERT = int(ContentType.alert)
 _HANDSHAKE = int(ContentType.handshake)
 _APPLICATION_DATA = int(ContentType.application_data)
 _HEARTBEAT = int(ContentType.heartbeat)
+_CLIENT_HELLO = HandshakeType.client_hello
+_SERVER_HELLO = HandshakeType.server_hello
+_FINISHED = HandshakeType.finished
+# The handshake messages _on_message acts on; the others only become events.
+_STATE_CHANGING = frozenset({HandshakeType.client_hello, HandshakeType.server_hello, HandshakeType.finished,
+                             HandshakeType.end_of_early_data, HandshakeType.encrypted_extensions,
+                             HandshakeType.key_update})
 
 
 class FeedAfterEOF(RuntimeError):
@@ -155,14 +164,11 @@ class TLSConnection:
         # changes (_set_version, _decode_context) because every record asks.
         self._tls13 = False
         self._ctx = _NO_CONTEXT
+        # A client's stream opens with a ClientHello (1), a server's with a ServerHello (2).
         self._sides = {
-            _C2S: self._make_side(_C2S, max_message_size),
-            _S2C: self._make_side(_S2C, max_message_size),
+            _C2S: _Side(RecordLayer(1), HandshakeReassembler(max_message_size)),
+            _S2C: _Side(RecordLayer(2), HandshakeReassembler(max_message_size)),
         }
-
-    def _make_side(self, direction: Direction, max_message_size: int) -> _Side:
-        hello = 1 if direction is _C2S else 2
-        return _Side(records=RecordLayer(hello), handshake=HandshakeReassembler(max_message_size))
 
     # -- public API -------------------------------------------------------------------------
 
@@ -179,16 +185,21 @@ class TLSConnection:
         if not data:
             side.eof = True
             out.extend(self._flush_at_eof(direction, side, at))
-            out.append(ev.EndOfStream(direction=direction, offset=side.records.offset, at=at,
-                                      buffered=side.records.buffered))
+            out.append(_end_of_stream(direction, side.records.offset, at, side.records.buffered))
             return out
-        # The callbacks are made per call, not kept by the layer: kept, they would make every
-        # connection a reference cycle that only the garbage collector frees.
-        for item in side.records.feed(data, partial(self._want_payload, direction),
-                                      partial(self._on_tls_record, direction, side, at, out)):
+        # The callbacks are handed over per call, not kept by the layer: kept, they would make
+        # every connection a reference cycle that only the garbage collector frees.
+        layer = side.records
+        context = (direction, side, at, out)
+        on_record = self._on_tls_record
+        pos = layer.feed_whole(data, on_record, context)  # the usual case: whole TLS records
+        if pos == len(data):
+            return out
+        for item in layer.feed(data, partial(self._want_payload, direction), on_record, context, pos):
             if type(item) is RawRecord:
                 if item.fmt == TLS:
-                    self._on_record(direction, side, item, at, out)
+                    on_record(context, item.offset, item.content_type, item.version, item.length, item.payload,
+                              _DECIDED)
                 else:
                     self._on_sslv2(direction, side, item, at, out)
             else:
@@ -250,7 +261,7 @@ class TLSConnection:
 
     def _suite_chosen(self) -> None:
         st = self.state
-        info = None if st.tls13 or st.cipher_suite is None else cipher_suite_info(st.cipher_suite)
+        info = None if self._tls13 or st.cipher_suite is None else cipher_suite_info(st.cipher_suite)
         self._null_mac = _MAC_LENGTHS.get(info.mac) if info is not None and info.null_cipher else None
 
     def _phase(self, direction: Direction, ctype: int) -> str:
@@ -265,47 +276,71 @@ class TLSConnection:
         sides = self._sides
         return sides[_C2S].finished and sides[_S2C].finished
 
-    def _on_record(self, direction: Direction, side: _Side, rec: RawRecord, at: float, out: list[ev.Event]) -> None:
-        self._on_tls_record(direction, side, at, out, rec.offset, rec.content_type, rec.version, rec.length,
-                            rec.payload)
-
-    def _on_tls_record(self, direction: Direction, side: _Side, at: float, out: list[ev.Event], offset: int,
-                       ctype: int, version: int, length: int, payload: bytes | None) -> None:
-        """One TLS record; called by the record layer directly for records that arrived whole."""
+    def _on_tls_record(self, context: tuple[Direction, _Side, float, list[ev.Event]], offset: int, ctype: int,
+                       version: int, length: int, data: bytes | None, end: int) -> None:
+        """One TLS record: the record layer's ``on_record`` callback.  Its payload is
+        ``data[end - length : end]``, sliced here only when wanted (the question
+        :meth:`_want_payload` answers for the layer's other records, inlined); ``end == _DECIDED``:
+        ``data`` is the payload itself, already fetched (or, ``None``, skipped) by the layer."""
+        direction, side, at, out = context
         if self._tls13:
             protected = ctype == _APPLICATION_DATA
         else:
             protected = side.encrypted or (ctype == _APPLICATION_DATA and self._is_protected(direction, ctype))
-        if protected:
-            if payload is not None and (self.decryptor is not None or self._null_mac is not None):
-                rec = RawRecord(offset, ctype, version, length, payload)
-                if self.decryptor is not None and self._try_decrypt(direction, side, rec, at, out):
-                    return
-                mac_length = self._null_mac
-                if mac_length is not None and len(payload) >= mac_length:
-                    self._on_null_cipher(direction, side, rec, mac_length, at, out)
-                    return
-            side.encrypted_seen += 1
-            tls13 = self._tls13
-            if tls13:  # a TLS 1.3 record tells about the *other* side's flight: infer first
-                self._infer_finished(direction, ctype)
+        if not protected:
+            if end == _DECIDED:
+                payload = data
+            else:  # plaintext application data: only its length matters
+                payload = None if ctype == _APPLICATION_DATA else data[end - length : end]  # type: ignore[index]
+            out.append(_record(direction, offset, at, ctype, version, length, False, "", False, None, payload))
+            if payload is None:
+                return
+            if ctype == _HANDSHAKE:
+                self._on_handshake_payload(direction, side, payload, offset, at, out)
+            elif ctype == _ALERT:
+                self._on_alert(direction, payload, offset, at, out)
+            elif ctype == _CHANGE_CIPHER_SPEC:
+                self._on_ccs(direction, side, payload, offset, at, out)
+            elif ctype == _HEARTBEAT:
+                out.append(_heartbeat(direction, payload, offset, at))
+            return
+        # The phase as the record arrives (_phase(), inlined: asked for every protected record).
+        sides = self._sides
+        if self.state.server_hello is None and not self._tls13:
+            phase = "early_data"
+        elif sides[_C2S].finished and sides[_S2C].finished:
+            phase = "application"
+        else:
+            phase = "handshake"
+        keys = self.decryptor is not None or self._null_mac is not None
+        if end == _DECIDED:
+            payload = data
+        elif keys or (phase == "handshake" and self._kept_ciphertext[direction] < MAX_KEPT_CIPHERTEXT):
+            # Handshake-phase ciphertext is kept (a few records) so that a saved session can be
+            # decrypted later with a key log; application-phase ciphertext never is.
+            payload = data[end - length : end]  # type: ignore[index]
+        else:
+            payload = None
+        if keys and payload is not None:
+            rec = RawRecord(offset, ctype, version, length, payload)
+            if self.decryptor is not None and self._try_decrypt(direction, side, rec, at, out):
+                return
+            mac_length = self._null_mac
+            if mac_length is not None and len(payload) >= mac_length:
+                self._on_null_cipher(direction, side, rec, mac_length, at, out)
+                return
+        side.encrypted_seen += 1
+        if phase == "application":
+            # Both Finished went by: inferring them again would change nothing.
+            out.append(_record(direction, offset, at, ctype, version, length, True, phase, False, None, None))
+            return
+        if self._tls13:  # a TLS 1.3 record tells about the *other* side's flight: infer first
+            self._infer_finished(direction, ctype)
             phase = self._phase(direction, ctype)
-            if not tls13:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
-                self._infer_finished(direction, ctype)
-            out.append(_record(direction, offset, at, ctype, version, length, True, phase, False, None,
-                               self._keep_ciphertext(direction, phase, payload)))
-            return
-        out.append(_record(direction, offset, at, ctype, version, length, False, "", False, None, payload))
-        if payload is None:  # plaintext application data: only its length matters
-            return
-        if ctype == _HANDSHAKE:
-            self._on_handshake_payload(direction, side, payload, offset, at, out)
-        elif ctype == _ALERT:
-            self._on_alert(direction, payload, offset, at, out)
-        elif ctype == _CHANGE_CIPHER_SPEC:
-            self._on_ccs(direction, side, payload, offset, at, out)
-        elif ctype == _HEARTBEAT:
-            out.append(_heartbeat(direction, payload, offset, at))
+        else:  # a TLS <= 1.2 Finished is itself a handshake record: infer after
+            self._infer_finished(direction, ctype)
+        out.append(_record(direction, offset, at, ctype, version, length, True, phase, False, None,
+                           self._keep_ciphertext(direction, phase, payload)))
 
     # -- decryption (only with a key log) ---------------------------------------------------
 
@@ -451,9 +486,14 @@ class TLSConnection:
                               out: list[ev.Event], decrypted: bool = False) -> None:
         if side.handshake_stopped:
             return
-        raws, too_large = side.handshake.feed(payload, offset)
+        reassembler = side.handshake
+        msg_type = reassembler.whole(payload)
+        if msg_type >= 0:  # the usual record: one whole message
+            self._on_handshake_message(direction, offset, msg_type, payload, at, out, decrypted)
+            return
+        raws, too_large = reassembler.feed(payload, offset)
         for raw in raws:
-            self._on_raw_handshake(direction, raw, at, out, decrypted)
+            self._on_handshake_message(direction, raw.offset, raw.msg_type, raw.raw, at, out, decrypted)
         if too_large is not None:
             side.handshake_stopped = True
             side.handshake.reset()
@@ -462,16 +502,21 @@ class TLSConnection:
             out.append(ev.ParsingStopped(direction=direction, offset=too_large.offset, at=at,
                                          reason="handshake reassembly stopped: message over the size cap"))
 
-    def _on_raw_handshake(self, direction: Direction, raw: RawHandshake, at: float, out: list[ev.Event],
-                          decrypted: bool) -> None:
-        message, error = decode_message(raw.msg_type, raw.raw[4:], self._decode_context())
-        out.append(_handshake_message(direction, raw.offset, at, raw.msg_type, len(raw.raw) - 4, raw.raw, message,
-                                      error, decrypted))
+    def _on_handshake_message(self, direction: Direction, offset: int, msg_type: int, data: bytes, at: float,
+                              out: list[ev.Event], decrypted: bool) -> None:
+        """One reassembled message, ``data`` with its 4-byte header; ``offset``: its first record."""
+        st = self.state
+        ctx = self._ctx  # _decode_context(), inlined: asked for every message
+        if ctx.version != st.version or ctx.cipher_suite != st.cipher_suite:
+            ctx = self._decode_context()
+        message, error = decode_handshake(msg_type, data, ctx)
+        out.append(_handshake_message(direction, offset, at, msg_type, len(data) - 4, data, message, error,
+                                      decrypted))
         if error is not None:
-            out.append(ev.DecodeError(direction=direction, offset=raw.offset, at=at, where="handshake",
-                                      reason=f"{_hs_label(raw.msg_type)}: {error}"))
-        if message is not None:
-            self._on_message(direction, raw.msg_type, message)
+            out.append(ev.DecodeError(direction=direction, offset=offset, at=at, where="handshake",
+                                      reason=f"{_hs_label(msg_type)}: {error}"))
+        elif msg_type in _STATE_CHANGING:
+            self._on_message(direction, msg_type, message)
 
     def _decode_context(self) -> DecodeContext:
         """The decoders' view of the negotiation, rebuilt only when the version or suite changed
@@ -489,14 +534,14 @@ class TLSConnection:
     def _on_message(self, direction: Direction, msg_type: int, message: object) -> None:
         st = self.state
         dec = self.decryptor
-        if msg_type == HandshakeType.client_hello and isinstance(message, ClientHello):
+        if msg_type == _CLIENT_HELLO and isinstance(message, ClientHello):
             st.client_hellos += 1
             st.client_hello = message
             if dec is not None:
                 dec.set_client_random(message.random)
                 if st.server_hello is None and st.client_offered_tls13 and message.ext(_EARLY_DATA_EXT):
                     dec.change_epoch(_C2S, "early")
-        elif msg_type == HandshakeType.server_hello and isinstance(message, ServerHello):
+        elif msg_type == _SERVER_HELLO and isinstance(message, ServerHello):
             if message.is_hello_retry_request:
                 st.hello_retry_request = message
                 self._set_version(message.selected_version)
@@ -512,15 +557,15 @@ class TLSConnection:
                 ch = st.client_hello
                 etm = ch is not None and ch.ext(_ENCRYPT_THEN_MAC_EXT) is not None
                 dec.set_extensions(encrypt_then_mac=etm and message.ext(_ENCRYPT_THEN_MAC_EXT) is not None)
-                if st.tls13:
+                if self._tls13:
                     dec.change_epoch(_S2C, "handshake")
                     if dec.epoch(_C2S) != "early":
                         dec.change_epoch(_C2S, "handshake")
-        elif msg_type == HandshakeType.finished:
+        elif msg_type == _FINISHED:
             self._sides[direction].finished = True
-            if dec is not None and st.tls13:
+            if dec is not None and self._tls13:
                 dec.change_epoch(direction, "application")
-        elif dec is not None and st.tls13:
+        elif dec is not None and self._tls13:
             if msg_type == HandshakeType.end_of_early_data:
                 dec.change_epoch(_C2S, "handshake")
             elif msg_type == HandshakeType.encrypted_extensions and dec.epoch(_C2S) == "early":
@@ -538,8 +583,8 @@ class TLSConnection:
                   decrypted: bool = False) -> None:
         if len(payload) >= 2 and len(payload) % 2 == 0:
             for i in range(0, len(payload), 2):
-                out.append(ev.Alert(direction=direction, offset=offset, at=at, level=payload[i],
-                                    description=payload[i + 1], raw=payload[i : i + 2], decrypted=decrypted))
+                out.append(_alert(direction, offset, at, payload[i], payload[i + 1], payload[i : i + 2], False,
+                                  decrypted))
             return
         out.append(ev.Alert(direction=direction, offset=offset, at=at,
                             level=payload[0] if payload else None,
@@ -551,9 +596,8 @@ class TLSConnection:
     def _on_ccs(self, direction: Direction, side: _Side, payload: bytes, offset: int, at: float,
                 out: list[ev.Event]) -> None:
         st = self.state
-        compat = st.tls13 or (st.server_hello is None and st.client_offered_tls13)
-        out.append(ev.ChangeCipherSpec(direction=direction, offset=offset, at=at, raw=payload,
-                                       valid=payload == b"\x01", starts_encryption=not compat))
+        compat = self._tls13 or (st.server_hello is None and st.client_offered_tls13)
+        out.append(_change_cipher_spec(direction, offset, at, payload, payload == b"\x01", not compat))
         if compat:
             return
         side.encrypted = True
@@ -630,6 +674,10 @@ class TLSConnection:
 _record = frozen_builder(ev.Record)
 # (direction, offset, at, msg_type, length, raw, message, error, decrypted)
 _handshake_message = frozen_builder(ev.HandshakeMessage)
+# The events of every connection, built positionally too.
+_change_cipher_spec = frozen_builder(ev.ChangeCipherSpec)  # (direction, offset, at, raw, valid, starts_encryption)
+_end_of_stream = frozen_builder(ev.EndOfStream)  # (direction, offset, at, buffered)
+_alert = frozen_builder(ev.Alert)  # (direction, offset, at, level, description, raw, malformed, decrypted)
 
 
 

@@ -7,11 +7,14 @@ message may claim.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 # Real handshake messages stay far below this: a Certificate with a 10,000-SAN certificate (a
 # capture in the test corpus) is ~300 KiB.  Anything bigger is refused rather than buffered.
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+_HEADER = struct.Struct(">I")  # a handshake message header read whole: type << 24 | length
 
 
 @dataclass(slots=True)
@@ -50,6 +53,20 @@ class HandshakeReassembler:
         self._segments.clear()
         return dropped
 
+    def whole(self, payload: bytes) -> int:
+        """The usual record, checked without building anything: nothing is pending and
+        ``payload`` is exactly one message within the cap.  Returns its type, the message consumed
+        (it is ``payload`` itself); -1 otherwise, nothing consumed (then use :meth:`feed`)."""
+        n = len(payload)
+        if self._buf or n < 4 or type(payload) is not bytes:
+            return -1
+        word = _HEADER.unpack_from(payload)[0]
+        length = word & 0xFFFFFF
+        if length + 4 != n or length > self.max_message_size:
+            return -1
+        self._consumed += n
+        return word >> 24
+
     def feed(self, payload: bytes, record_offset: int) -> tuple[list[RawHandshake], HandshakeTooLarge | None]:
         """Add one record's handshake payload; return the messages it completes and, when a
         message header claims more than the cap, the refusal (the messages before it still count;
@@ -62,11 +79,13 @@ class HandshakeReassembler:
             # from the record and all carry its offset; only a tail that is incomplete (or over
             # the cap) goes through the buffer below.
             pos, n, cap = 0, len(payload), self.max_message_size
+            header = _HEADER.unpack_from
             while n - pos >= 4:
-                end = pos + 4 + ((payload[pos + 1] << 16) | (payload[pos + 2] << 8) | payload[pos + 3])
+                word = header(payload, pos)[0]  # msg_type (8 bits), length (24 bits)
+                end = pos + 4 + (word & 0xFFFFFF)
                 if end > n or end - pos - 4 > cap:
                     break
-                out.append(RawHandshake(record_offset, payload[pos], payload[pos:end]))
+                out.append(RawHandshake(record_offset, word >> 24, payload[pos:end]))
                 pos = end
             if pos == n:
                 self._consumed += n

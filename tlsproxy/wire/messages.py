@@ -294,29 +294,18 @@ def _server_hello(r: Reader, ctx: DecodeContext) -> ServerHello:
 
 def _empty(r: Reader, ctx: DecodeContext) -> Empty:
     r.expect_end("body")
-    return Empty()
+    return _EMPTY
 
 
 def _new_session_ticket(r: Reader, ctx: DecodeContext) -> NewSessionTicket:
     lifetime = r.u32("ticket_lifetime")
     if not ctx.tls13:
-        return NewSessionTicket(
-            ticket_lifetime=lifetime,
-            ticket_age_add=None,
-            ticket_nonce_length=None,
-            ticket_length=len(r.vec(2, "ticket")),
-        )
+        return _build_new_session_ticket(lifetime, None, None, r.vec_len(2, "ticket"), ())
     age_add = r.u32("ticket_age_add")
-    nonce = r.vec(1, "ticket_nonce")
-    ticket = r.vec(2, "ticket")
+    nonce_length = r.vec_len(1, "ticket_nonce")
+    ticket_length = r.vec_len(2, "ticket")
     exts = decode_extensions(r, ext.NEW_SESSION_TICKET)
-    return NewSessionTicket(
-        ticket_lifetime=lifetime,
-        ticket_age_add=age_add,
-        ticket_nonce_length=len(nonce),
-        ticket_length=len(ticket),
-        extensions=exts,
-    )
+    return _build_new_session_ticket(lifetime, age_add, nonce_length, ticket_length, exts)
 
 
 def _encrypted_extensions(r: Reader, ctx: DecodeContext) -> EncryptedExtensions:
@@ -339,30 +328,27 @@ def _server_key_exchange(r: Reader, ctx: DecodeContext) -> ServerKeyExchange:
     kx = info.key_exchange if info is not None else ""
     auth = info.authentication if info is not None else ""
     sig_alg_present = ctx.version is not None and ctx.version >= 0x0303
-    fields: dict[str, object] = {}
-    hint_len = None
+    named_group = curve_type = public_key_length = dh_p_bits = dh_g_length = None
+    hint_len = signature_algorithm = signature_length = None
     if "PSK" in kx:
-        hint_len = len(r.vec(2, "psk_identity_hint"))
+        hint_len = r.vec_len(2, "psk_identity_hint")
     if kx.startswith("ECDH"):
         curve_type = r.u8("curve_type")
-        fields["curve_type"] = curve_type
         if curve_type == 3:  # named_curve
-            fields["named_group"] = r.u16("namedcurve")
+            named_group = r.u16("namedcurve")
         else:
             raise WireError("curve_type", r.offset - 1, f"explicit curves ({curve_type}) are not decoded")
-        fields["public_key_length"] = len(r.vec(1, "point"))
+        public_key_length = r.vec_len(1, "point")
         kind = "ecdhe"
     elif kx.startswith("DH") or kx == "DHE_PSK":
         p = r.vec(2, "dh_p")
-        fields["dh_p_bits"] = int.from_bytes(p, "big").bit_length()
-        fields["dh_g_length"] = len(r.vec(2, "dh_g"))
-        fields["public_key_length"] = len(r.vec(2, "dh_Ys"))
+        dh_p_bits = int.from_bytes(p, "big").bit_length()
+        dh_g_length = r.vec_len(2, "dh_g")
+        public_key_length = r.vec_len(2, "dh_Ys")
         kind = "dhe"
     elif kx == "RSA":
-        modulus = r.vec(2, "rsa_modulus")
-        fields["dh_p_bits"] = None
-        fields["public_key_length"] = len(modulus)
-        r.vec(2, "rsa_exponent")
+        public_key_length = r.vec_len(2, "rsa_modulus")
+        r.vec_len(2, "rsa_exponent")
         kind = "rsa_export"
     elif kx == "PSK" or kx == "RSA_PSK":
         kind = "psk"
@@ -370,10 +356,11 @@ def _server_key_exchange(r: Reader, ctx: DecodeContext) -> ServerKeyExchange:
         return ServerKeyExchange(kind="unknown")
     if not r.at_end() and auth not in ("anon", "PSK"):
         if sig_alg_present:
-            fields["signature_algorithm"] = r.u16("algorithm")
-        fields["signature_length"] = len(r.vec(2, "signature"))
+            signature_algorithm = r.u16("algorithm")
+        signature_length = r.vec_len(2, "signature")
     r.expect_end("ServerKeyExchange")
-    return ServerKeyExchange(kind=kind, psk_identity_hint_length=hint_len, **fields)  # type: ignore[arg-type]
+    return _build_server_key_exchange(kind, named_group, curve_type, public_key_length, dh_p_bits, dh_g_length,
+                                      hint_len, signature_algorithm, signature_length)
 
 
 def _certificate_request(r: Reader, ctx: DecodeContext) -> CertificateRequest:
@@ -413,18 +400,18 @@ def _client_key_exchange(r: Reader, ctx: DecodeContext) -> ClientKeyExchange:
     info = cipher_suite_info(ctx.cipher_suite) if ctx.cipher_suite is not None else None
     kx = info.key_exchange if info is not None else ""
     if "PSK" in kx:
-        r.vec(2, "psk_identity")
+        r.vec_len(2, "psk_identity")
         if kx == "PSK":
-            return ClientKeyExchange(kind="psk", exchange_length=0)
+            return _build_client_key_exchange("psk", 0)
     if kx.startswith("ECDH"):
-        return ClientKeyExchange(kind="ecdh", exchange_length=len(r.vec(1, "ecdh_Yc")))
+        return _build_client_key_exchange("ecdh", r.vec_len(1, "ecdh_Yc"))
     if kx.startswith("DH"):
-        return ClientKeyExchange(kind="dh", exchange_length=len(r.vec(2, "dh_Yc")))
+        return _build_client_key_exchange("dh", r.vec_len(2, "dh_Yc"))
     if kx.startswith("RSA"):
         if ctx.version == 0x0300:  # SSL 3.0 sends the encrypted premaster secret without a length
-            return ClientKeyExchange(kind="rsa", exchange_length=len(r.rest()))
-        return ClientKeyExchange(kind="rsa", exchange_length=len(r.vec(2, "EncryptedPreMasterSecret")))
-    return ClientKeyExchange(kind="unknown", exchange_length=len(r.rest()))
+            return _build_client_key_exchange("rsa", len(r.rest()))
+        return _build_client_key_exchange("rsa", r.vec_len(2, "EncryptedPreMasterSecret"))
+    return _build_client_key_exchange("unknown", len(r.rest()))
 
 
 def _finished(r: Reader, ctx: DecodeContext) -> Finished:
@@ -450,10 +437,15 @@ def _compressed_certificate(r: Reader, ctx: DecodeContext) -> CompressedCertific
     )
 
 
+_EMPTY = Empty()  # immutable: one instance serves every empty body
+
 # The messages every handshake has, built positionally (see fastbuild), fields in declaration order.
 _build_client_hello = frozen_builder(ClientHello)
 _build_server_hello = frozen_builder(ServerHello)
 _build_certificate_entry = frozen_builder(CertificateEntry)
+_build_new_session_ticket = frozen_builder(NewSessionTicket)
+_build_server_key_exchange = frozen_builder(ServerKeyExchange)
+_build_client_key_exchange = frozen_builder(ClientKeyExchange)
 
 _DECODERS: dict[int, Callable[[Reader, DecodeContext], Message]] = {
     HandshakeType.hello_request: _empty,
@@ -483,6 +475,29 @@ def decode_message(msg_type: int, body: bytes, ctx: DecodeContext) -> tuple[Mess
     decoder = _DECODERS.get(msg_type)
     if decoder is None:
         return Opaque(length=len(body)), None
+    return _decode(decoder, body, ctx)
+
+
+def decode_handshake(msg_type: int, raw: bytes, ctx: DecodeContext) -> tuple[Message | None, str | None]:
+    """:func:`decode_message` for a whole message, ``raw`` with its 4-byte header: bodies that
+    repeat across connections are served from a memo keyed by ``raw`` (no copy of the body)."""
+    decoder = _DECODERS.get(msg_type)
+    if decoder is None:
+        return Opaque(length=len(raw) - 4), None
+    if msg_type in _MEMOISED and type(raw) is bytes and len(raw) <= _MEMO_MAX_BYTES:
+        key = (ctx.tls13, ctx.version, raw)
+        result = _memo.get(key)
+        if result is None:
+            result = _decode(decoder, raw[4:], ctx)
+            if len(_memo) >= _MEMO_ENTRIES:
+                _memo.clear()
+            _memo[key] = result
+        return result
+    return _decode(decoder, raw[4:], ctx)
+
+
+def _decode(decoder: Callable[[Reader, DecodeContext], Message], body: bytes,
+            ctx: DecodeContext) -> tuple[Message | None, str | None]:
     r = Reader(body)
     try:
         msg = decoder(r, ctx)
@@ -490,3 +505,17 @@ def decode_message(msg_type: int, body: bytes, ctx: DecodeContext) -> tuple[Mess
     except WireError as exc:
         return None, str(exc)
     return msg, None
+
+
+# A server sends the same certificate chain (and CertificateRequest, OCSP staple, empty
+# ServerHelloDone...) on every connection: those bodies are decoded once and the result, immutable, is shared, keyed by the
+# body and the parts of the context their decoders read.  Bodies carrying per-connection randomness
+# (hellos, key exchanges, tickets, signatures, Finished) are never memoised.  Bounded: cleared when
+# it reaches _MEMO_ENTRIES, and no message over _MEMO_MAX_BYTES is kept (at most ~4 MB).
+_MEMOISED = frozenset({HandshakeType.certificate, HandshakeType.certificate_request,
+                       HandshakeType.certificate_status, HandshakeType.encrypted_extensions,
+                       HandshakeType.compressed_certificate, HandshakeType.server_hello_done,
+                       HandshakeType.hello_request, HandshakeType.end_of_early_data})
+_MEMO_ENTRIES = 256
+_MEMO_MAX_BYTES = 16 * 1024
+_memo: dict[tuple[bool, int | None, bytes], tuple[Message | None, str | None]] = {}

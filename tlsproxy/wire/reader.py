@@ -112,6 +112,15 @@ class Reader:
         n = self._length(lenlen, field)
         return self.bytes(n, field)
 
+    def vec_len(self, lenlen: int, field: str) -> int:
+        """The length of an opaque vector, skipped without copying it (same checks as :meth:`vec`)."""
+        n = self._length(lenlen, field)
+        pos = self._pos
+        if pos + n > self._end:
+            self._need(n, field)
+        self._pos = pos + n
+        return n
+
     def scope(self, n: int, field: str) -> Reader:
         """A sub-reader over the next ``n`` bytes, consumed from this reader."""
         pos = self._need(n, field)

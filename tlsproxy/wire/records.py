@@ -9,6 +9,7 @@ the cost of one header parse per record.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -24,6 +25,12 @@ MAX_PROLOGUE = 64 * 1024
 
 # How many bytes of a non-TLS stream are kept to name it and show it.
 SNIFF_BYTES = 64
+
+# A TLS record header: content type, version, length.
+_HEADER = struct.Struct(">BHH")
+
+# The (content type, version) pairs _check_header accepts, for the per-record fast path.
+_GOOD_TYPE_VERSION = frozenset((ctype, version) for ctype in range(20, 64) for version in range(0x0300, 0x0305))
 
 TLS = "tls"
 SSLV2 = "sslv2"
@@ -56,7 +63,8 @@ class LayerNotice:
 
 Item = RawRecord | LayerNotice
 WantPayload = Callable[[int], bool]
-OnRecord = Callable[[int, int, int, int, "bytes | None"], None]
+# (context, offset, content_type, version, length, data, end): see RecordLayer.feed.
+OnRecord = Callable[[object, int, int, int, int, bytes, int], None]
 
 
 class RecordLayer:
@@ -92,17 +100,52 @@ class RecordLayer:
         self._pending = None
         self._skip = 0
 
-    def feed(self, data: bytes, want_payload: WantPayload, on_record: OnRecord | None = None) -> Iterator[Item]:
-        """Yield the records and notices completed by ``data``.  Must be fully consumed before the
-        next call; the caller may change what it wants between records.
+    def feed_whole(self, data: bytes, on_record: OnRecord, context: object) -> int:
+        """The usual case without a generator: TLS records that arrive whole in ``data``, handed
+        to ``on_record`` (see :meth:`feed`) as they are parsed.  Returns the position of the first
+        byte not consumed; the caller passes the rest to :meth:`feed` (with ``start``), which deals
+        with a record that goes on in a later chunk, a bad header and every other mode."""
+        if self.mode != TLS:
+            if self.mode != "detect" or self._buf or type(data) is not bytes or len(data) < 2:
+                return 0
+            if not (20 <= data[0] <= 26 and data[1] == 3):
+                return 0
+            self.mode = TLS  # the stream opens with a TLS record header: what _detect() decides
+        elif self._pending is not None or self._buf or type(data) is not bytes:
+            return 0
+        return self._whole_records(data, 0, on_record, context)
+
+    def _whole_records(self, data: bytes, pos: int, on_record: OnRecord, context: object) -> int:
+        n = len(data)
+        mode = self.mode
+        header = _HEADER.unpack_from
+        while n - pos >= 5:
+            ctype, version, length = header(data, pos)
+            end = pos + 5 + length
+            if end > n or (ctype, version) not in _GOOD_TYPE_VERSION or length > MAX_RECORD_LENGTH:
+                break  # _check_header's tests, inlined; feed() reports a bad header
+            start = self.offset
+            self.offset = start + 5 + length
+            on_record(context, start, ctype, version, length, data, end)
+            pos = end
+            if self.mode != mode:
+                break
+        return pos
+
+    def feed(self, data: bytes, want_payload: WantPayload, on_record: OnRecord | None = None,
+             context: object = None, start: int = 0) -> Iterator[Item]:
+        """Yield the records and notices completed by ``data[start:]``.  Must be fully consumed
+        before the next call; the caller may change what it wants between records.
 
         With ``on_record``, TLS records that arrive whole in ``data`` (the usual case) are handed
-        to ``on_record(offset, content_type, version, length, payload)`` as they are parsed instead
-        of being yielded, which spares a RawRecord and a generator round trip per record."""
+        to ``on_record(context, offset, content_type, version, length, data, end)`` as they are
+        parsed instead of being yielded, which spares a RawRecord and a generator round trip per
+        record.  Their payload is ``data[end - length : end]``: the callee slices it only if it
+        wants it, so bulk application data is never copied."""
         if type(data) is not bytes:
             data = bytes(data)  # payloads are slices of ``data`` and must be bytes
         mv = memoryview(data)
-        pos = 0
+        pos = start
         n = len(data)
         while pos < n:
             mode = self.mode
@@ -122,40 +165,34 @@ class RecordLayer:
                 continue
             if mode == "tls":
                 if self._pending is None and not self._buf and n - pos >= 5:
-                    # Fast path, the usual case: whole records straight out of ``data`` (nothing
-                    # buffered, no per-record state kept between iterations).
-                    while n - pos >= 5:
-                        ctype = data[pos]
-                        version = (data[pos + 1] << 8) | data[pos + 2]
-                        length = (data[pos + 3] << 8) | data[pos + 4]
-                        if (version >> 8 != 3 or (version & 0xFF) > 4 or not 20 <= ctype <= 63
-                                or length > MAX_RECORD_LENGTH):  # _check_header's tests, inlined
-                            problem = _check_header(ctype, version, length)
-                            assert problem is not None
-                            yield from self._fail(problem, data[pos : pos + 5])
-                            self.offset += n - pos
-                            return
-                        start = self.offset
-                        end = pos + 5 + length
-                        if end > n:
-                            # The record goes on in a later chunk: buffer or skip the rest of ``data``.
-                            self._pending = RawRecord(start, ctype, version, length, None)
-                            pos += 5
-                            if want_payload(ctype):
-                                self._buf += mv[pos:]
-                            else:
-                                self._skip = end - n
-                            self.offset = start + (n - pos) + 5
-                            return
-                        self.offset = start + 5 + length
-                        payload = data[pos + 5 : end] if want_payload(ctype) else None
-                        pos = end
-                        if on_record is None:
-                            yield RawRecord(start, ctype, version, length, payload)
+                    if on_record is not None:
+                        pos = self._whole_records(data, pos, on_record, context)
+                        if self.mode != mode or n - pos < 5:
+                            continue
+                    # One record header at ``pos``: a bad one, a record that goes on in a later
+                    # chunk, or (without ``on_record``) a whole record to yield.
+                    ctype, version, length = _HEADER.unpack_from(data, pos)
+                    problem = _check_header(ctype, version, length)
+                    if problem is not None:
+                        yield from self._fail(problem, data[pos : pos + 5])
+                        self.offset += n - pos
+                        return
+                    rec_start = self.offset
+                    end = pos + 5 + length
+                    if end > n:
+                        # The record goes on in a later chunk: buffer or skip the rest of ``data``.
+                        self._pending = RawRecord(rec_start, ctype, version, length, None)
+                        pos += 5
+                        if want_payload(ctype):
+                            self._buf += mv[pos:]
                         else:
-                            on_record(start, ctype, version, length, payload)
-                        if self.mode != mode:
-                            break
+                            self._skip = end - n
+                        self.offset = rec_start + (n - pos) + 5
+                        return
+                    self.offset = rec_start + 5 + length
+                    payload = data[pos + 5 : end] if want_payload(ctype) else None
+                    pos = end
+                    yield RawRecord(rec_start, ctype, version, length, payload)
                     continue
                 # Slow path: accumulate a header or a wanted payload across calls.
                 take_to = self._slow_need()

@@ -14,8 +14,7 @@ ChaCha20-Poly1305, 8 for AES-CCM-8), i.e. 19 or 11 bytes, or a little more when 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from types import ModuleType
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from tlsproxy.analysis.catalog import make_finding
@@ -30,7 +29,7 @@ from tlsproxy.wire.registry import (
 )
 
 if TYPE_CHECKING:
-    from tlsproxy.analysis.tracker import PendingAlert, Side, Tracker
+    from tlsproxy.analysis.tracker import Side, Tracker
 
 CLOSE_NOTIFY = 0
 USER_CANCELED = 90
@@ -41,12 +40,48 @@ MAX_TLS13_ALERT = 2 + 1 + 16 + _PAD_ALLOWANCE
 
 _CERT_ALERTS = {42, 43, 44, 45, 46, 48, 49}
 
+# Enum members and their properties are slow to look up in Python 3.11: plain aliases, as in the tracker.
+_C2S, _S2C = Direction.C2S, Direction.S2C
+_SENDER = {_C2S: "client", _S2C: "server"}  # Direction.sender
+
 
 @dataclass(frozen=True, slots=True)
 class Interpretation:
     outcome: str
     cause: str
     checks: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class PendingAlert:
+    """An encrypted record that may be an alert; classified once we know what follows it."""
+
+    seq: int
+    at: float
+    length: int
+    certain_alert: bool  # TLS <= 1.2: the content type says alert
+    during_handshake: bool
+    after_app_data: bool
+    step: str
+    sizes: str  # the sizes that matched, for the finding
+
+
+@dataclass(slots=True)
+class AlertSeen:
+    """A decoded alert, or an encrypted abort inferred from record sizes (``inferred``), as the
+    diagnosis reads it; the tracker keeps the first few and the first fatal one."""
+
+    direction: Direction
+    level: int | None
+    description: int | None
+    at: float
+    seq: int
+    step: str
+    decrypted: bool = False
+    inferred: bool = False  # an encrypted abort inferred from size and position
+    during_handshake: bool = True
+    sizes: str = ""
+    interpretation: Interpretation | None = None
 
 
 def label(description: int | None) -> str:
@@ -58,20 +93,10 @@ def label(description: int | None) -> str:
 # -- decoded alerts ------------------------------------------------------------------------------
 
 
-@cache
-def _tracker_module() -> ModuleType:
-    """``tlsproxy.analysis.tracker``, which imports this module: looked up once, when first needed
-    (an import statement in a function costs several microseconds on every call)."""
-    from tlsproxy.analysis import tracker
-
-    return tracker
-
-
 def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
-    AlertSeen = _tracker_module().AlertSeen  # noqa: N806 - the class
     out: list[Finding] = []
     d = a.direction
-    sender = d.sender
+    sender = _SENDER[d]
     side = t.side(d)
     how = "decrypted with the key log" if a.decrypted else "plaintext"
     if a.decrypted:
@@ -100,12 +125,12 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
             direction=d, seq=seq, at=a.at))
     desc = a.description
     fatal = a.level == 2 or (t.tls13 and desc not in (CLOSE_NOTIFY, USER_CANCELED) and desc is not None)
-    if (fatal and t.tls13 and d is Direction.S2C and t.complete and not t.complete_inferred
+    if (fatal and t.tls13 and d is _S2C and t.complete and not t.complete_inferred
             and not t.server_went_on and t.client.finished):
         # Both Finished went by, but the server checks the client's flight after sending its own:
         # a fatal alert before anything else from it means it rejected that flight.
         t.undo_complete()
-        t.set_step("finished", Direction.C2S, t.client.finished_at if t.client.finished_at is not None else a.at)
+        t.set_step("finished", _C2S, t.client.finished_at if t.client.finished_at is not None else a.at)
     step = t.step_text()
     seen = AlertSeen(direction=d, level=a.level, description=a.description, at=a.at, seq=seq, step=step,
                      decrypted=a.decrypted, during_handshake=not t.complete)
@@ -119,7 +144,7 @@ def on_alert(t: Tracker, seq: int, a: ev.Alert) -> list[Finding]:
                                 title=f"close_notify ({'decrypted' if a.decrypted else 'in plaintext'})",
                                 direction=d, seq=seq, at=a.at))
         return out
-    if desc == NO_CERTIFICATE and d is Direction.C2S and not fatal:
+    if desc == NO_CERTIFICATE and d is _C2S and not fatal:
         t.ssl3_no_certificate = True
         out.append(make_finding(
             "SSL3_NO_CERTIFICATE",
@@ -190,7 +215,15 @@ def tls13_alert_size(t: Tracker, length: int) -> str:
     """Which alert sizes ``length`` matches for the negotiated suite ('' when none)."""
     if length > MAX_TLS13_ALERT:
         return ""  # asked for every protected record: most are far larger than any alert
-    info = cipher_suite_info(t.cipher_suite) if t.cipher_suite is not None else None
+    return _tls13_alert_size(length, t.cipher_suite)
+
+
+# The two texts below depend only on (length, suite[, version]), and a capture repeats a few of
+# those on every connection (every small TLS 1.3 record is asked about): cached, bounded.
+
+@lru_cache(maxsize=512)
+def _tls13_alert_size(length: int, cipher_suite: int | None) -> str:
+    info = cipher_suite_info(cipher_suite) if cipher_suite is not None else None
     suite = info.name if info is not None else "the negotiated suite"
     tags = (8,) if info is not None and "CCM_8" in info.cipher else (16,) if info is not None else (16, 8)
     for tag in tags:
@@ -205,7 +238,12 @@ def tls13_alert_size(t: Tracker, length: int) -> str:
 
 def tls12_alert_size(t: Tracker, length: int) -> str:
     """What a single encrypted alert weighs with the negotiated TLS <= 1.2 suite, for the finding."""
-    info = cipher_suite_info(t.cipher_suite) if t.cipher_suite is not None else None
+    return _tls12_alert_size(length, t.cipher_suite, t.version)
+
+
+@lru_cache(maxsize=512)
+def _tls12_alert_size(length: int, cipher_suite: int | None, version: int | None) -> str:
+    info = cipher_suite_info(cipher_suite) if cipher_suite is not None else None
     if info is None:
         return f"{length} bytes"
     mac = {"MD5": 16, "SHA": 20, "SHA256": 32, "SHA384": 48}.get(info.mac)
@@ -219,7 +257,7 @@ def tls12_alert_size(t: Tracker, length: int) -> str:
         block = 16 if ("AES" in info.cipher or "CAMELLIA" in info.cipher or "SEED" in info.cipher
                        or "ARIA" in info.cipher) else 8
         body = -(-(2 + mac + 1) // block) * block
-        iv = block if t.version is not None and t.version >= 0x0302 else 0
+        iv = block if version is not None and version >= 0x0302 else 0
         expected = iv + body
     elif mac is not None:
         expected = 2 + mac
@@ -232,10 +270,9 @@ def tls12_alert_size(t: Tracker, length: int) -> str:
 
 def candidate(t: Tracker, seq: int, rec: ev.Record, side: Side, *, certain_alert: bool) -> PendingAlert:
     sizes = tls12_alert_size(t, rec.length) if certain_alert else tls13_alert_size(t, rec.length)
-    pending = _tracker_module().PendingAlert
-    return pending(seq=seq, at=rec.at, length=rec.length, certain_alert=certain_alert,
-                   during_handshake=not t.complete, after_app_data=side.app_records > 0 or t.complete,
-                   step=t.step_text(), sizes=sizes)
+    return PendingAlert(seq=seq, at=rec.at, length=rec.length, certain_alert=certain_alert,
+                        during_handshake=not t.complete, after_app_data=side.app_records > 0 or t.complete,
+                        step=t.step_text(), sizes=sizes)
 
 
 def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
@@ -246,7 +283,7 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
         return []
     side.pending = None
     d = side.direction
-    sender = d.sender
+    sender = _SENDER[d]
     if not closing:
         if p.certain_alert:
             return [make_finding(
@@ -267,10 +304,10 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
             f"almost surely close_notify, a clean close.",
             direction=d, seq=p.seq, at=p.at)]
     # During the handshake, followed by a close: a failure, inferred.
-    if t.complete and t.tls13 and d is Direction.S2C:
+    if t.complete and t.tls13 and d is _S2C:
         t.undo_complete()  # the decrypted Finished messages, then the server's rejection
-        t.set_step("finished", Direction.C2S, t.client.finished_at if t.client.finished_at is not None else p.at)
-    seen = _tracker_module().AlertSeen(direction=d, level=None, description=None, at=p.at, seq=p.seq,
+        t.set_step("finished", _C2S, t.client.finished_at if t.client.finished_at is not None else p.at)
+    seen = AlertSeen(direction=d, level=None, description=None, at=p.at, seq=p.seq,
                                        step=p.step, inferred=True, during_handshake=True, sizes=p.sizes)
     interp = interpret_encrypted(t, d, p)
     seen.interpretation = interp
@@ -290,7 +327,7 @@ def resolve_pending(t: Tracker, side: Side, *, closing: bool) -> list[Finding]:
 
 def interpret_encrypted(t: Tracker, d: Direction, p: PendingAlert) -> Interpretation:
     """What an encrypted handshake abort most likely means, from who sent it and when."""
-    if t.tls13 and d is Direction.S2C and t.client_flight_at is not None:
+    if t.tls13 and d is _S2C and t.client_flight_at is not None:
         cmsg = t.client.certificate_msg
         if t.cert_request is not None and cmsg is not None:  # the client's flight was decrypted
             if cmsg.is_empty:
@@ -322,7 +359,7 @@ def interpret_encrypted(t: Tracker, d: Direction, p: PendingAlert) -> Interpreta
             "a rejected client certificate — inferred; a key log would show which.",
             ("Check whether the server requires a client certificate (mutual TLS) and its logs for the reason.",
              *_CLIENT_CERT_MISSING_CHECKS[1:], "Check that the client certificate chains to a CA the server trusts."))
-    if t.tls13 and d is Direction.C2S:
+    if t.tls13 and d is _C2S:
         return Interpretation(
             "server_cert_rejected",
             "The client aborted right after the server's encrypted flight (its Certificate is in there): most "
@@ -331,10 +368,10 @@ def interpret_encrypted(t: Tracker, d: Direction, p: PendingAlert) -> Interpreta
             ("Check the client's error message or log: it names the certificate problem.",
              "Check that the client trusts the CA that issued the server certificate (missing intermediate?).",
              "Check that the certificate covers the name the client used and has not expired."))
-    if d is Direction.S2C and t.client.ccs and not t.server.ccs:
+    if d is _S2C and t.client.ccs and not t.server.ccs:
         return Interpretation("alert", "The server aborted after the client's Finished; a Finished or "
                               "CertificateVerify that did not verify is the usual reason.")
-    return Interpretation("alert", f"The {d.sender} gave up {p.step}; the alert is encrypted.")
+    return Interpretation("alert", f"The {_SENDER[d]} gave up {p.step}; the alert is encrypted.")
 
 
 # -- interpretation of decoded alerts ------------------------------------------------------------
@@ -351,7 +388,7 @@ def reaction_to_hang_up(t: Tracker, d: Direction, desc: int | None, seq: int | N
     """An alert sent after the peer had already closed its direction mid-handshake (``Tracker.hang_up``)
     answers that close: the peer gave up first, the alert is only the reaction to it."""
     h = t.hang_up
-    if h is None or seq is None or h.seq > seq or h.side == d.sender:
+    if h is None or seq is None or h.seq > seq or h.side == _SENDER[d]:
         return None
     empty = h.sent_nothing and h.side == "client"
     what = "an empty connection" if empty else f"the {h.side}'s hang-up"
@@ -360,8 +397,8 @@ def reaction_to_hang_up(t: Tracker, d: Direction, desc: int | None, seq: int | N
               else f"had already closed its side of the connection (FIN) {h.step}{owed}")
     return Interpretation(
         "alert",
-        f"The {d.sender} answered {what} with {label(desc)}: the {h.side} {closed}; the alert is the "
-        f"{d.sender}'s reaction, not the cause.",
+        f"The {_SENDER[d]} answered {what} with {label(desc)}: the {h.side} {closed}; the alert is the "
+        f"{_SENDER[d]}'s reaction, not the cause.",
         (f"Look at the {h.side}: it closed first; its log or error message says why.",))
 
 
@@ -371,8 +408,8 @@ def interpret(t: Tracker, d: Direction, desc: int | None, step: str, *, seq: int
     reaction = reaction_to_hang_up(t, d, desc, seq)
     if reaction is not None:
         return reaction
-    sender = d.sender
-    by_server = d is Direction.S2C
+    sender = _SENDER[d]
+    by_server = d is _S2C
     no_sh = t.server_hello is None and not t.sslv2
     ccert = t.client.certificate_msg
     client_sent_cert = ccert is not None and not ccert.is_empty

@@ -35,6 +35,14 @@ _T13 = {
                     H.certificate_verify: 4, H.finished: 5},
 }
 _C2S, _S2C = Direction.C2S, Direction.S2C  # enum member lookups are slow in 3.11; checked per message
+# Handshake types as plain ints for check_order, which runs on every handshake message.
+_CERTIFICATE = int(H.certificate)
+_CLIENT_HELLO = int(H.client_hello)
+_CLIENT_KEY_EXCHANGE = int(H.client_key_exchange)
+_NEW_SESSION_TICKET = int(H.new_session_ticket)
+_SERVER_HELLO = int(H.server_hello)
+_SERVER_HELLO_DONE = int(H.server_hello_done)
+_SERVER_KEY_EXCHANGE = int(H.server_key_exchange)
 _HRR_RANK = 1
 _ANYTIME = {H.hello_request, H.new_session_ticket, H.key_update, H.message_hash}
 
@@ -44,7 +52,7 @@ def check_order(t: Tracker, seq: int, hs: ev.HandshakeMessage, side: Side) -> li
         return []
     d, mt = hs.direction, hs.msg_type
     problem = None
-    if mt == H.client_hello:
+    if mt == _CLIENT_HELLO:
         if d is not _C2S:
             problem = "the server sent a ClientHello"
         elif t.client_hellos == 1 and t.hello_retry is None:
@@ -52,7 +60,7 @@ def check_order(t: Tracker, seq: int, hs: ev.HandshakeMessage, side: Side) -> li
         elif t.client_hellos >= 2:
             problem = "another ClientHello"
         side.rank = 1
-    elif mt == H.server_hello and d is _S2C:
+    elif mt == _SERVER_HELLO and d is _S2C:
         msg = hs.message
         rank = _HRR_RANK if getattr(msg, "is_hello_retry_request", False) else 2
         if t.client_hello is None and t.sslv2_hello is None:
@@ -61,16 +69,16 @@ def check_order(t: Tracker, seq: int, hs: ev.HandshakeMessage, side: Side) -> li
             problem = "a second ServerHello" if rank == 2 else "a second HelloRetryRequest"
         side.rank = max(side.rank, rank)
     elif mt in _ANYTIME:
-        if mt == H.new_session_ticket and d is _C2S:
+        if mt == _NEW_SESSION_TICKET and d is _C2S:
             problem = "the client sent a NewSessionTicket"
     else:
         table = (_T13 if t.tls13 else _T12)[d]
         rank = table.get(mt)
         if rank is None:
-            if mt in _T12[d.peer] or mt in _T13[d.peer] or mt in (H.server_hello_done, H.server_key_exchange,
-                                                                  H.client_key_exchange):
+            if mt in _T12[d.peer] or mt in _T13[d.peer] or mt in (_SERVER_HELLO_DONE, _SERVER_KEY_EXCHANGE,
+                                                                  _CLIENT_KEY_EXCHANGE):
                 problem = f"the {d.sender} sent {handshake_type_name(mt)}, a message of the other side"
-                if t.tls13 and mt in (H.server_hello_done, H.server_key_exchange, H.client_key_exchange):
+                if t.tls13 and mt in (_SERVER_HELLO_DONE, _SERVER_KEY_EXCHANGE, _CLIENT_KEY_EXCHANGE):
                     problem = f"{handshake_type_name(mt)} in a TLS 1.3 handshake"
         elif (d is _S2C and t.server_hello is None) or (d is _C2S and t.client_hello is None
                                                                  and t.sslv2_hello is None):
@@ -78,9 +86,9 @@ def check_order(t: Tracker, seq: int, hs: ev.HandshakeMessage, side: Side) -> li
         elif rank <= side.rank:
             problem = f"{handshake_type_name(mt)} after {_last(side)}"
         elif d is _C2S and not t.tls13:
-            if mt == H.certificate and t.cert_request is None:
+            if mt == _CERTIFICATE and t.cert_request is None:
                 problem = "a client Certificate although the server did not ask for one"
-            elif mt == H.client_key_exchange and H.server_hello_done not in t.server.messages:
+            elif mt == _CLIENT_KEY_EXCHANGE and _SERVER_HELLO_DONE not in t.server.messages:
                 problem = "the client's key exchange before the server's ServerHelloDone"
         side.rank = max(side.rank, rank or 0)
     if problem is None:

@@ -16,13 +16,17 @@ from tlsproxy.wire.messages import HandshakeType as H
 if TYPE_CHECKING:
     from tlsproxy.analysis.tracker import Tracker
 
+# Plain ints: enum attribute lookups are slow in Python 3.11 and waiting() runs once per connection or more.
+_SERVER_HELLO = int(H.server_hello)
+_SERVER_HELLO_DONE = int(H.server_hello_done)
+
 
 def waiting(t: Tracker) -> tuple[str | None, str]:
     """(the side that must act next, what it is expected to send); (None, '') when nobody owes anything."""
     if t.client_hello is None and t.sslv2_hello is None:
         return "client", "its ClientHello"
     if t.server_hello is None and not t.sslv2:
-        if H.server_hello in t.server.messages:
+        if _SERVER_HELLO in t.server.messages:
             return None, ""  # a ServerHello we could not decode: the turn is unknown
         if t.hello_retry is not None and t.client_hellos < 2:
             return "client", "its second ClientHello (after the HelloRetryRequest)"
@@ -34,11 +38,11 @@ def waiting(t: Tracker) -> tuple[str | None, str]:
             return "client", "its Finished flight in answer to the server's encrypted flight"
         return None, ""
     sm = t.server.messages
-    if t.resumed or (t.server.ccs and H.server_hello_done not in sm):
+    if t.resumed or (t.server.ccs and _SERVER_HELLO_DONE not in sm):
         if not t.server.finished:
             return "server", "its change_cipher_spec and Finished (resumed session)"
         return "client", "its change_cipher_spec and Finished"
-    if H.server_hello_done not in sm:
+    if _SERVER_HELLO_DONE not in sm:
         return "server", "the rest of its flight (Certificate ... ServerHelloDone)"
     if not t.client.ccs:
         return "client", "its ClientKeyExchange, change_cipher_spec and Finished"
