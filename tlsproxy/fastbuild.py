@@ -1,8 +1,8 @@
-"""Building frozen dataclasses fast on per-packet and per-record paths."""
+"""Helpers for per-packet and per-record paths: building frozen dataclasses fast, and bounded memos."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import fields
 
 
@@ -23,3 +23,15 @@ def frozen_builder(cls: type) -> Callable[..., object]:
     build = namespace["build"]
     build.__doc__ = f"Build a {cls.__name__} positionally: ({args})."
     return build  # type: ignore[no-any-return]
+
+
+def remember(memo: dict[Hashable, object], key: Hashable, value: object, limit: int) -> None:
+    """Store ``value`` in a memo that holds at most ``limit`` entries.
+
+    A full memo is emptied rather than trimmed: the values repeat across connections (the same
+    client stack, the same server), so it refills at once with what is current, and an empty
+    check on the hit path is all the bookkeeping it needs.
+    """
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tlsproxy.capture.pcap import RawPacket
-from tlsproxy.fastbuild import frozen_builder
+from tlsproxy.fastbuild import frozen_builder, remember
 
 __all__ = ["TcpSegment", "SegmentRecord", "PacketDecoder", "RecordDecoder", "DecodeStats", "parse_tcp_options", "format_endpoint",
            "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
@@ -453,10 +453,7 @@ class PacketDecoder:
         else:
             names = (socket.inet_ntop(socket.AF_INET6, pair[:16]),
                      socket.inet_ntop(socket.AF_INET6, pair[16:]))
-        cache = self._addrs
-        if len(cache) >= self._ADDR_CACHE_MAX:
-            cache.clear()
-        cache[pair] = names
+        remember(self._addrs, pair, names, self._ADDR_CACHE_MAX)
         return names
 
 

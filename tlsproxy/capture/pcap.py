@@ -20,10 +20,11 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from os import PathLike
+from typing import Any
 
 from tlsproxy.fastbuild import frozen_builder
 
-__all__ = ["CaptureFormatError", "CaptureReader", "FrameReader", "Frame", "RawPacket", "iter_packets", "CHUNK_SIZE"]
+__all__ = ["CaptureFormatError", "CaptureReader", "FrameReader", "Frame", "RawPacket", "iter_batches", "iter_packets", "CHUNK_SIZE"]
 
 CHUNK_SIZE = 1 << 20
 """How much ``iter_packets`` reads at a time (1 MiB): the reader's buffer never holds much more."""
@@ -458,19 +459,26 @@ class FrameReader(CaptureReader):
     _build = staticmethod(_frame)  # type: ignore[assignment]
 
 
-def iter_packets(path: str | PathLike[str], *, chunk_size: int = CHUNK_SIZE,
-                 on_secrets: Callable[[str], None] | None = None) -> Iterator[RawPacket]:
-    """Yield the packets of a capture file, reading ``chunk_size`` bytes at a time.
+def iter_batches(path: str | PathLike[str], reader: CaptureReader, *, chunk_size: int = CHUNK_SIZE,
+                 on_secrets: Callable[[str], None] | None = None) -> Iterator[list[Any]]:
+    """Read a capture file ``chunk_size`` bytes at a time through ``reader``, yielding the
+    packets each chunk completes as one list (``RawPacket``s, or frames from a ``FrameReader``).
 
     ``on_secrets`` receives key log text embedded in the file, before the packets that follow it.
     Raises ``CaptureFormatError`` at the point of damage, after every packet before it.
     """
-    reader = CaptureReader()
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):
             packets = reader.feed(chunk)
             if on_secrets is not None:
                 for text in reader.take_secrets():
                     on_secrets(text)
-            yield from packets
+            yield packets
     reader.close()
+
+
+def iter_packets(path: str | PathLike[str], *, chunk_size: int = CHUNK_SIZE,
+                 on_secrets: Callable[[str], None] | None = None) -> Iterator[RawPacket]:
+    """Yield the packets of a capture file (see :func:`iter_batches`)."""
+    for packets in iter_batches(path, CaptureReader(), chunk_size=chunk_size, on_secrets=on_secrets):
+        yield from packets

@@ -19,7 +19,7 @@ from tlsproxy.capture import (
     TcpReassembler,
 )
 from tlsproxy.capture.packets import RecordDecoder
-from tlsproxy.capture.pcap import CHUNK_SIZE, Frame, FrameReader
+from tlsproxy.capture.pcap import Frame, FrameReader, iter_batches
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire import sniff
 from tlsproxy.wire.events import Direction
@@ -226,17 +226,9 @@ def analyze_capture(path: str | PathLike[str], pipeline: Pipeline, *, all_connec
         def on_secrets(text: str) -> None:
             keylog.feed_text(text if text.endswith("\n") else text + "\n")
             analysis.stats.embedded_secrets += 1
-    # iter_packets, with frames instead of RawPackets and each chunk's packets as one batch.
-    reader = FrameReader()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK_SIZE):
-                frames = reader.feed(chunk)
-                if on_secrets is not None:
-                    for text in reader.take_secrets():
-                        on_secrets(text)
-                analysis.frames(frames)
-        reader.close()
+        for frames in iter_batches(path, FrameReader(), on_secrets=on_secrets):
+            analysis.frames(frames)
     except CaptureFormatError as exc:
         analysis.stats.error = str(exc)
     return analysis.finish()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tlsproxy.fastbuild import frozen_builder
+from tlsproxy.fastbuild import frozen_builder, remember
 from tlsproxy.wire.certs import decode_distinguished_name
 from tlsproxy.wire.reader import Reader, WireError
 
@@ -368,9 +368,7 @@ def decode_extensions(r: Reader, ctx: str) -> tuple[Extension, ...]:
             ext_type = (data[pos] << 8) | data[pos + 1]
             extension = decode_extension(ext_type, key[4:], ctx)
             if stop - pos - 4 <= _MEMO_MAX_BYTES and (stop - pos == 4 or ext_type not in _NOT_MEMOISED):
-                if len(memo) >= _MEMO_ENTRIES:
-                    memo.clear()
-                memo[key] = extension
+                remember(memo, key, extension, _MEMO_ENTRIES)
         out.append(extension)
         pos = stop
     if pos == block_end:

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tlsproxy.fastbuild import frozen_builder
+from tlsproxy.fastbuild import frozen_builder, remember
 from tlsproxy.wire import extensions as ext
 from tlsproxy.wire.certs import CertificateInfo, decode_certificate
 from tlsproxy.wire.extensions import Extension, decode_extensions, find
@@ -262,9 +262,7 @@ def _cipher_suites(raw: bytes) -> tuple[int, ...]:
     suites = _suites_memo.get(raw)
     if suites is None:
         suites = struct.unpack(f">{len(raw) // 2}H", raw)
-        if len(_suites_memo) >= _SUITES_MEMO:
-            _suites_memo.clear()
-        _suites_memo[raw] = suites
+        remember(_suites_memo, raw, suites, _SUITES_MEMO)
     return suites
 
 
@@ -489,9 +487,7 @@ def decode_handshake(msg_type: int, raw: bytes, ctx: DecodeContext) -> tuple[Mes
         result = _memo.get(key)
         if result is None:
             result = _decode(decoder, raw[4:], ctx)
-            if len(_memo) >= _MEMO_ENTRIES:
-                _memo.clear()
-            _memo[key] = result
+            remember(_memo, key, result, _MEMO_ENTRIES)
         return result
     return _decode(decoder, raw[4:], ctx)
 
