@@ -7,16 +7,24 @@ a Python TLS server, thousands of real handshakes (TLS 1.2 and 1.3, some failing
 and some bulk data.  Then times ``tlsproxy analyze -q`` (one analysis process per usable CPU, and
 with ``-j 1``) and ``tshark -r FILE -Y tls`` on it and prints them, with the peak memory of each
 (``/usr/bin/time -v`` style, from ``resource``: the largest single process).
+
+The three commands take turns, ``--repeat`` times (a shared machine's load drifts during a run),
+and each is reported by its median and its best time.  tlsproxy's modules are compiled to
+bytecode first, as ``pip install`` does: an editable checkout under ``PYTHONDONTWRITEBYTECODE``
+would otherwise time the compiler on every start.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.util
 import os
 import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -139,6 +147,7 @@ def main() -> None:
     ap.add_argument("--bulk-mb", type=int, default=64)
     ap.add_argument("--keep", type=Path, help="write the capture here and keep it")
     ap.add_argument("--capture", type=Path, help="use this capture instead of making one")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each command, taking turns (default 5)")
     args = ap.parse_args()
     for tool in ("dumpcap", "tshark"):
         if shutil.which(tool) is None:
@@ -149,15 +158,30 @@ def main() -> None:
     size = path.stat().st_size
     print(f"capture: {path} ({size / 1e6:.1f} MB)")
     print(f"usable CPUs: {len(os.sched_getaffinity(0))}")
-    ours, ours_rss = timed([sys.executable, "-m", "tlsproxy", "analyze", "-q", str(path)])
-    single, single_rss = timed([sys.executable, "-m", "tlsproxy", "analyze", "-q", "-j", "1", str(path)])
-    theirs, theirs_rss = timed(["tshark", "-r", str(path), "-Y", "tls"])
-    print(f"tlsproxy analyze -q:      {ours:6.2f} s  ({size / 1e6 / ours:6.1f} MB/s)  peak RSS {ours_rss:.0f} MB"
-          " (per process)")
-    print(f"tlsproxy analyze -q -j 1: {single:6.2f} s  ({size / 1e6 / single:6.1f} MB/s)  peak RSS {single_rss:.0f} MB")
-    print(f"tshark -r -Y tls:         {theirs:6.2f} s  ({size / 1e6 / theirs:6.1f} MB/s)  peak RSS {theirs_rss:.0f} MB")
+    spec = importlib.util.find_spec("tlsproxy")
+    for where in (spec.submodule_search_locations or []) if spec else [ROOT / "tlsproxy"]:
+        compileall.compile_dir(where, quiet=1)
+    commands = {
+        "tlsproxy analyze -q": [sys.executable, "-m", "tlsproxy", "analyze", "-q", str(path)],
+        "tlsproxy analyze -q -j 1": [sys.executable, "-m", "tlsproxy", "analyze", "-q", "-j", "1", str(path)],
+        "tshark -r -Y tls": ["tshark", "-r", str(path), "-Y", "tls"],
+    }
+    runs: dict[str, list[float]] = {name: [] for name in commands}
+    peaks: dict[str, float] = dict.fromkeys(commands, 0.0)
+    for _ in range(max(1, args.repeat)):
+        for name, cmd in commands.items():
+            elapsed, rss = timed(cmd)
+            runs[name].append(elapsed)
+            peaks[name] = max(peaks[name], rss)
+    width = max(map(len, commands))
+    for name, times in runs.items():
+        median = statistics.median(times)
+        per = " (per process)" if name == "tlsproxy analyze -q" else ""
+        print(f"{name + ':':{width + 1}} {median:6.2f} s median, {min(times):6.2f} s best"
+              f"  ({size / 1e6 / median:6.1f} MB/s)  peak RSS {peaks[name]:.0f} MB{per}")
+    ours, single, theirs = (statistics.median(t) for t in runs.values())
     print(f"tlsproxy is {theirs / ours:.1f}x {'faster' if ours < theirs else 'slower'} than tshark"
-          f" ({theirs / single:.1f}x with one process)")
+          f" ({theirs / single:.1f}x with one process), by the medians of {len(runs['tshark -r -Y tls'])} runs")
     if args.capture is None and args.keep is None:
         os.unlink(path)
 

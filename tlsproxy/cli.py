@@ -27,6 +27,7 @@ EXIT_FINDINGS = 1  # analyze/replay/demo: a finding at or above --fail-on was ra
 EXIT_USAGE = 2  # bad options (argparse uses 2 as well)
 EXIT_LISTEN = 3  # run: a listening socket could not be opened
 EXIT_INPUT = 4  # a file could not be read or written (exists, unreadable, not a capture/session)
+EXIT_BROKEN_PIPE = 141  # whoever read standard output went away (`| head`): 128 + SIGPIPE, as a shell reports
 
 PARALLEL_MIN_BYTES = 4 << 20
 """Below this much capture, starting worker processes costs more than it saves."""
@@ -399,6 +400,9 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
                 failed = True
             await asyncio.sleep(0)  # let the session writer catch up between files
         completed = True
+    except BrokenPipeError:
+        _detach_stdout()  # what is still printed below goes nowhere; the session file is completed
+        raise
     finally:
         if jobs == 1 or completed:
             pipeline.close_all("capture_end", time.monotonic())
@@ -406,9 +410,11 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
                 pipeline.finish()
         else:
             pipeline.abort()  # interrupted: what the workers hold is lost, not half-printed
-        for sink in outputs.sinks:
-            sink.run_finished(run, time.time())
-        await outputs.aclose()
+        try:
+            for sink in outputs.sinks:
+                sink.run_finished(run, time.time())
+        finally:
+            await outputs.aclose()  # the session file is completed even when stdout has gone
     code = _exit_for(pipeline, ns)
     return EXIT_INPUT if failed and code == EXIT_OK and pipeline.reports_count == 0 else code
 
@@ -447,16 +453,31 @@ class _KeyLogFanOut:
         return self.keylog.feed_text(text)
 
 
-class _TextCapture(io.StringIO):
+class _TextCapture(io.TextIOBase):
     """Where a worker's console writes: it answers ``isatty`` as the real output would, so that
-    the worker renders exactly what the parent's console would."""
+    the worker renders exactly what the parent's console would.  Writes are kept as a list of
+    chunks (the worker asks after every call whether anything was written; a StringIO's
+    getvalue/seek/truncate round costs several times more)."""
 
     def __init__(self, isatty: bool) -> None:
         super().__init__()
         self._isatty = isatty
+        self.chunks: list[str] = []
 
     def isatty(self) -> bool:
         return self._isatty
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.chunks.append(text)
+        return len(text)
+
+    def take(self) -> str:
+        text = "".join(self.chunks)
+        self.chunks.clear()
+        return text
 
 
 class _RowList(list[Any]):
@@ -470,9 +491,11 @@ class _AnalyzeWorker:
     """One analysis process's side (after the fork): the command's sinks, rendering into memory."""
 
     def __init__(self, ns: argparse.Namespace, outputs: Outputs, options: Any, keylog: Any) -> None:
+        from tlsproxy.frontends.parallel import ShardOutput
         from tlsproxy.pipeline import Pipeline
         from tlsproxy.sinks.sessionjson import SessionJsonSink
 
+        self._output = ShardOutput
         self.keylog = keylog
         self._rows = _RowList()
         sinks: list[Any] = []
@@ -495,19 +518,14 @@ class _AnalyzeWorker:
         self.keylog.feed_text(text)
 
     def collect(self) -> Any:
-        from tlsproxy.frontends.parallel import ShardOutput
-
-        text = ""
-        if self._text is not None and self._text.tell():
-            text = self._text.getvalue()
-            self._text.seek(0)
-            self._text.truncate()
-        journal = self._journal.take_journal() if self._journal is not None else []
-        if not (text or journal or self._rows):
+        # Asked after every call, and most calls print nothing: the cheap checks come first.
+        written = self._text is not None and self._text.chunks
+        journal = self._journal.take_journal() if self._journal is not None else None
+        if not (written or journal or self._rows):
             return None
         rows = self._rows[:]
         self._rows.clear()
-        return ShardOutput(text=text, journal=journal, rows=rows)
+        return self._output(text=self._text.take() if written else "", journal=journal or [], rows=rows)
 
 
 def _sharded_pipeline(jobs: int, ns: argparse.Namespace, outputs: Outputs, options: Any, keylog: Any) -> Any:
@@ -623,6 +641,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _detach_stdout() -> None:
+    """The reader of our output has gone (``tlsproxy analyze big.pcap | head``): stop quietly, as
+    command-line tools do, rather than with a traceback.  Standard output is pointed at /dev/null
+    so that the interpreter's final flush of what is still buffered cannot fail a second time."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -80,73 +80,101 @@ def _first_values(extensions: tuple[ext.Extension, ...]) -> dict[int, object]:
 def negotiation(t: Tracker) -> dict[str, object]:
     ch, sh = t.client_hello, t.server_hello
     ch_ext = _first_values(ch.extensions) if ch is not None else {}
-    version = t.version
-    out: dict[str, object] = {}
     versions, explicit = offered_versions(t)
-    out["versions"] = {
-        "offered": list(map(version_name, versions)),
-        "offered_via": "supported_versions" if explicit else "legacy_version",
-        "chosen": version_name(version) if version is not None and (sh is not None or t.sslv2) else None,
-    }
+    version = t.version
     suites: tuple[int, ...] = ch.cipher_suites if ch is not None else (
         t.sslv2_hello.tls_cipher_suites if t.sslv2_hello is not None else ())
-    offered_suites, offered_count = _suites_offered(suites)
-    out["cipher_suites"] = {
-        "offered": list(offered_suites),
-        "offered_count": offered_count,
-        "chosen": cipher_suite_name(t.cipher_suite) if t.cipher_suite is not None else None,
-    }
-    chosen_group = None
-    if sh is not None:
-        ks = sh.ext_value(ext.KEY_SHARE)
-        if isinstance(ks, KeyShareEntry):
-            chosen_group = group_name(ks.group)
+    ks = sh.ext_value(ext.KEY_SHARE) if sh is not None else None
     ske = t.server_key_exchange
-    if chosen_group is None and ske is not None and ske.named_group is not None:
-        chosen_group = group_name(ske.named_group)
-    if chosen_group is None and ske is not None and ske.dh_p_bits:
-        chosen_group = f"DHE {ske.dh_p_bits}-bit prime"
     shares = ch_ext.get(ext.KEY_SHARE)
-    hrr_group = None
-    if t.hello_retry is not None:
-        g = t.hello_retry.ext_value(ext.KEY_SHARE)
-        hrr_group = group_name(g) if isinstance(g, int) else None
-    out["groups"] = {
-        "offered": _names(ch_ext.get(ext.SUPPORTED_GROUPS), group_name),
-        "key_shares": [group_name(s.group) for s in shares if not is_grease(s.group)] if isinstance(shares, tuple) else [],
-        "hello_retry_request": hrr_group,
-        "chosen": chosen_group,
-    }
-    sigs = ch_ext.get(ext.SIGNATURE_ALGORITHMS)
+    hrr_share = t.hello_retry.ext_value(ext.KEY_SHARE) if t.hello_retry is not None else None
     leaf = t.server.certs[0] if t.server.certs else None
-    cert_key = None
-    if leaf is not None and leaf.key_type:
-        cert_key = f"{leaf.key_type} {leaf.key_bits or ''}{' ' + leaf.curve if leaf.curve else ''}".strip()
-    usable = None
-    if leaf is not None and isinstance(sigs, tuple):
-        try:
-            usable = list(_usable_with(sigs, leaf.key_type))
-        except TypeError:  # an unhashable item: never fail on it
-            usable = [signature_scheme_name(s) for s in sigs if _key_matches(signature_scheme_key_type(s),
-                                                                             leaf.key_type)]
-    out["signature_algorithms"] = {
-        "offered": _names(sigs, signature_scheme_name),
-        "server_certificate_key": cert_key,
-        "offered_usable_with_that_key": usable,
-        "chosen": signature_scheme_name(ske.signature_algorithm) if ske is not None and ske.signature_algorithm
-        is not None else None,
-    }
-    alpn = ch_ext.get(ext.ALPN)  # ClientHello.alpn
-    out["alpn"] = {"offered": list(alpn) if isinstance(alpn, tuple) else [], "chosen": t.alpn_chosen}
     names = ch_ext.get(ext.SERVER_NAME)  # ClientHello.server_name
     sni = names[0] if isinstance(names, tuple) and names else None
     host, source = expected_host_for(t, sni)
-    cert_names = list(leaf.sans_dns[:16] + leaf.sans_ip[:8]) if leaf is not None else None
-    match = chainlib.hostname_matches(leaf, host).matches if leaf is not None and host else None
+    # Everything the answer depends on, as plain values: a capture repeats the same offer, choice
+    # and certificate on thousands of connections, so the answer is cached by them (see _render).
+    key = (
+        versions, explicit, version if version is not None and (sh is not None or t.sslv2) else None,
+        suites, t.cipher_suite, ks.group if isinstance(ks, KeyShareEntry) else None,
+        None if ske is None else (ske.named_group, ske.dh_p_bits, ske.signature_algorithm),
+        ch_ext.get(ext.SUPPORTED_GROUPS),
+        tuple(s.group for s in shares) if isinstance(shares, tuple) else None,
+        hrr_share if isinstance(hrr_share, int) else None,
+        ch_ext.get(ext.SIGNATURE_ALGORITHMS),
+        None if leaf is None else (leaf.key_type, leaf.key_bits, leaf.curve, leaf.sans_dns, leaf.sans_ip,
+                                   leaf.sans_other, leaf.subject_cn),
+        ch_ext.get(ext.ALPN), t.alpn_chosen, sni, host, source, t.resumed,
+    )
+    try:
+        frozen = _render(key)
+    except TypeError:  # an unhashable item: not from the decoders, but never fail on it
+        frozen = _render.__wrapped__(key)
+    # A fresh dict (of fresh dicts and lists) each time, as the uncached rendering gave.
+    return {name: ({k: list(v) if type(v) is tuple else v for k, v in part} if type(part) is tuple else part)
+            for name, part in frozen}
+
+
+_Frozen = tuple[tuple[str, object], ...]  # the negotiation with dicts as item tuples and lists as tuples
+
+
+@lru_cache(maxsize=256)
+def _render(key: tuple) -> _Frozen:  # type: ignore[type-arg]
+    """The negotiation for ``key`` (see ``negotiation``), frozen: JSON-ready names, dicts as item
+    tuples and lists as tuples (no other value in it is a tuple)."""
+    (versions, explicit, chosen_version, suites, cipher_suite, sh_group, ske, groups, share_groups, hrr_group,
+     sigs, leaf, alpn, alpn_chosen, sni, host, source, resumed) = key
+    out: dict[str, object] = {}
+    out["versions"] = {
+        "offered": tuple(map(version_name, versions)),
+        "offered_via": "supported_versions" if explicit else "legacy_version",
+        "chosen": version_name(chosen_version) if chosen_version is not None else None,
+    }
+    offered_suites, offered_count = _suites_offered(suites)
+    out["cipher_suites"] = {
+        "offered": offered_suites,
+        "offered_count": offered_count,
+        "chosen": cipher_suite_name(cipher_suite) if cipher_suite is not None else None,
+    }
+    ske_group, ske_bits, ske_sig = ske if ske is not None else (None, None, None)
+    chosen_group = group_name(sh_group) if sh_group is not None else None
+    if chosen_group is None and ske_group is not None:
+        chosen_group = group_name(ske_group)
+    if chosen_group is None and ske_bits:
+        chosen_group = f"DHE {ske_bits}-bit prime"
+    out["groups"] = {
+        "offered": tuple(_names(groups, group_name)),
+        "key_shares": tuple(group_name(g) for g in share_groups if not is_grease(g)) if share_groups is not None
+        else (),
+        "hello_retry_request": group_name(hrr_group) if hrr_group is not None else None,
+        "chosen": chosen_group,
+    }
+    cert_key = usable = None
+    if leaf is not None:
+        key_type, key_bits, curve, sans_dns, sans_ip, sans_other, subject_cn = leaf
+        if key_type:
+            cert_key = f"{key_type} {key_bits or ''}{' ' + curve if curve else ''}".strip()
+        if isinstance(sigs, tuple):
+            try:
+                usable = _usable_with(sigs, key_type)
+            except TypeError:  # an unhashable item: never fail on it
+                usable = tuple(signature_scheme_name(s) for s in sigs
+                               if _key_matches(signature_scheme_key_type(s), key_type))
+    out["signature_algorithms"] = {
+        "offered": tuple(_names(sigs, signature_scheme_name)),
+        "server_certificate_key": cert_key,
+        "offered_usable_with_that_key": usable,
+        "chosen": signature_scheme_name(ske_sig) if ske_sig is not None else None,
+    }
+    out["alpn"] = {"offered": tuple(alpn) if isinstance(alpn, tuple) else (), "chosen": alpn_chosen}
+    cert_names = match = None
+    if leaf is not None:
+        cert_names = sans_dns[:16] + sans_ip[:8]
+        if host:
+            match = chainlib._hostname_matches(host, sans_ip, sans_dns, sans_other, subject_cn).matches
     out["server_name"] = {"sni": sni, "checked": host, "checked_from": source,
                           "certificate_names": cert_names, "matches": match}
-    out["resumed"] = t.resumed
-    return out
+    return (*((name, tuple(part.items())) for name, part in out.items()), ("resumed", resumed))
 
 
 def offer_summary(t: Tracker) -> str:

@@ -612,7 +612,7 @@ class Tracker:
             out += ciphers.on_server_hello(self, seq, hs, msg)
         elif t == _CERTIFICATE and isinstance(msg, Certificate):
             side.certificate_msg = msg
-            side.certs = tuple(e.info for e in msg.entries)
+            side.certs = certificates.chain_of(msg)
             self.set_step("certificate", d, hs.at)
             if d is _S2C:
                 out += certificates.on_server_chain(self, seq, hs, msg)

@@ -19,10 +19,11 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tlsproxy.capture.pcap import RawPacket
+from tlsproxy.capture.pcap import CaptureReader, RawPacket
 from tlsproxy.fastbuild import frozen_builder, remember
 
-__all__ = ["TcpSegment", "SegmentRecord", "PacketDecoder", "RecordDecoder", "DecodeStats", "parse_tcp_options", "format_endpoint",
+__all__ = ["TcpSegment", "SegmentRecord", "SegmentFields", "PacketDecoder", "RecordDecoder", "FieldsDecoder",
+           "SegmentReader", "DecodeStats", "parse_tcp_options", "format_endpoint",
            "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
 
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -153,6 +154,7 @@ _ETH_TYPE = struct.Struct("!H")
 _IPV4 = struct.Struct("!BxHxxHxB")  # ver_ihl, total length, flags+fragment offset, protocol
 _IPV6 = struct.Struct("!4xHBB")  # payload length, next header, hop limit
 _TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
+_PORTS = struct.Struct("!HH")
 _U32_LE = struct.Struct("<I")
 _U32_BE = struct.Struct(">I")
 
@@ -181,11 +183,12 @@ def _fast_entry(link: str, ip_off: int, v4_types: frozenset[int | bytes],
     """``decode``'s fast path for one link type: the IP header starts at ``ip_off``; ``link`` is
     the struct format of the link header up to its type field, whose values ``v4_types`` and
     ``v6_types`` mean IPv4 and IPv6.  Each struct reads link type field, IP header (IPv4
-    without options: ver_ihl, total length, fragment, protocol, addresses; IPv6: payload length,
-    next header, addresses) and TCP header up to the window, in one call."""
+    without options: ver_ihl, total length, fragment, protocol; IPv6: payload length, next
+    header), the addresses and ports together as one bytes key, and the TCP header up to the
+    window, in one call."""
     pad = ip_off - struct.calcsize("!" + link)
-    v4 = struct.Struct(f"!{link}{pad}xBxHxxHxBxx8sHHIIBBH")
-    v6 = struct.Struct(f"!{link}{pad}x4xHBx32sHHIIBBH")
+    v4 = struct.Struct(f"!{link}{pad}xBxHxxHxBxx12sIIBBH")
+    v6 = struct.Struct(f"!{link}{pad}x4xHBx36sIIBBH")
     assert v4.size == ip_off + 36 and v6.size == ip_off + 56  # 4 bytes short of the TCP header's end
     return ip_off, v4, v4_types, v6, v6_types
 
@@ -213,14 +216,17 @@ class PacketDecoder:
     # A capture of a busy network sees many hosts; beyond this many we start over rather than grow.
     _ADDR_CACHE_MAX = 65_536
 
-    # Makes each segment from TcpSegment's fields, positionally.
-    _build: Callable[..., TcpSegment] = staticmethod(_segment)
+    # Makes each segment from TcpSegment's fields, positionally (None: gives the fields tuple).
+    _build: Callable[..., TcpSegment] | None = staticmethod(_segment)
 
     def __init__(self) -> None:
         self.stats = DecodeStats()
         # Raw (source, destination) address bytes -> their strings.  The 8 or 32 key bytes
         # cannot collide between IPv4 and IPv6.
         self._addrs: dict[bytes, tuple[str, str]] = {}
+        # The fast path's raw addresses and ports (12 or 36 bytes) -> the two endpoints, so that
+        # a packet of a known flow costs one lookup and builds no endpoint tuples.
+        self._ends: dict[bytes, tuple[tuple[str, int], tuple[str, int]]] = {}
 
     def decode(self, packet: RawPacket) -> TcpSegment | None:
         return self.decode_fields(packet.linktype, packet.timestamp, packet.data, packet.caplen, packet.origlen)
@@ -228,44 +234,52 @@ class PacketDecoder:
     def decode_fields(self, linktype: int, timestamp: float, data: bytes, caplen: int,
                       origlen: int) -> TcpSegment | None:
         """``decode`` of a packet given as its fields (as ``FrameReader`` hands them out)."""
+        return self.decode_at(linktype, timestamp, data, 0, len(data), caplen < origlen)
+
+    def decode_at(self, linktype: int, timestamp: float, buf: bytes, off: int, end: int,
+                  truncated: bool) -> TcpSegment | None:
+        """Decode the frame ``buf[off:end]`` without slicing it out first (``SegmentReader`` reads
+        straight from the capture's buffer); ``truncated``: the capture cut the frame short."""
         fast = _FAST.get(linktype)
         if fast is not None:
             # The common case in one struct call: link header, IPv4 without options (or IPv6
             # without extension headers) and TCP, neither fragmented nor cut short.  Anything
             # else goes the general way (decode_frame), which gives the same result for these.
+            # Offsets below are relative to the frame (``off``), as in decode_frame.
             ip_off, v4, v4_types, v6, v6_types = fast
-            n = len(data)
+            n = end - off
             ip_end = n + 1  # where the IP packet ends; past the frame = no fast path
             if n >= ip_off + 40:
-                (ltype, ver_ihl, total, frag, proto, pair, sport, dport, seq, ack, doff, flags,
-                 window) = v4.unpack_from(data)
+                ltype, ver_ihl, total, frag, proto, flow, seq, ack, doff, flags, window = v4.unpack_from(buf, off)
                 if ltype in v4_types:
                     if ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total and doff >= 0x50:
                         ip_end = ip_off + total
                         tcp_end = ip_off + 40
                 elif ltype in v6_types and n >= ip_off + 60:
-                    ltype, plen, nxt, pair, sport, dport, seq, ack, doff, flags, window = v6.unpack_from(data)
+                    ltype, plen, nxt, flow, seq, ack, doff, flags, window = v6.unpack_from(buf, off)
                     if nxt == 6 and plen and doff >= 0x50:
                         ip_end = ip_off + 40 + plen
                         tcp_end = ip_off + 60
             if ip_end <= n:
-                names = self._addrs.get(pair)
-                if names is None:
-                    names = self._names(pair)
+                ends = self._ends.get(flow)
+                if ends is None:
+                    ends = self._endpoints(flow)
                 start = tcp_end - 20 + ((doff >> 4) << 2)
                 stats = self.stats
                 stats.frames += 1
                 stats.tcp += 1
                 if start < ip_end:
-                    payload = data[start:ip_end]
+                    payload = buf[off + start:off + ip_end]
                     length = ip_end - start
                 else:
                     payload = b""
                     length = 0
-                return self._build((names[0], sport), (names[1], dport), seq, ack, flags, window,
-                                   payload, length, timestamp, False,
-                                   data[tcp_end:start] if start > tcp_end else b"")
-        return self.decode_frame(linktype, data, timestamp, caplen < origlen)
+                fields = (ends[0], ends[1], seq, ack, flags, window, payload, length, timestamp, False,
+                          buf[off + tcp_end:off + start] if start > tcp_end else b"")
+                build = self._build
+                return fields if build is None else build(*fields)  # type: ignore[return-value]
+        # (A whole bytes object sliced whole is the object itself: no copy for decode_fields.)
+        return self.decode_frame(linktype, buf[off:end], timestamp, truncated)
 
     def decode_frame(self, linktype: int, data: bytes, timestamp: float,
                      truncated: bool = False) -> TcpSegment | None:
@@ -443,8 +457,22 @@ class PacketDecoder:
         if truncated:
             stats.truncated += 1
         stats.tcp += 1
-        return self._build((src, sport), (dst, dport), seq, ack, flags, window, payload, length,
-                           timestamp, truncated, options)
+        fields = ((src, sport), (dst, dport), seq, ack, flags, window, payload, length, timestamp,
+                  truncated, options)
+        build = self._build
+        return fields if build is None else build(*fields)  # type: ignore[return-value]
+
+    def _endpoints(self, flow: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
+        """Source and destination endpoints of the fast path's addresses-and-ports key, cached."""
+        split = len(flow) - 4
+        pair = flow[:split]
+        names = self._addrs.get(pair)
+        if names is None:
+            names = self._names(pair)
+        sport, dport = _PORTS.unpack_from(flow, split)
+        ends = ((names[0], sport), (names[1], dport))
+        remember(self._ends, flow, ends, self._ADDR_CACHE_MAX)
+        return ends
 
     def _names(self, pair: bytes) -> tuple[str, str]:
         """Source and destination address strings of 8 (IPv4) or 32 (IPv6) address bytes, cached."""
@@ -461,3 +489,42 @@ class RecordDecoder(PacketDecoder):
     """A ``PacketDecoder`` that gives ``SegmentRecord``s (the capture front end's loop)."""
 
     _build = SegmentRecord  # type: ignore[assignment]
+
+
+class FieldsDecoder(PacketDecoder):
+    """A ``PacketDecoder`` that gives each segment as ``SegmentFields`` (``TcpSegment``'s fields
+    in declaration order), for ``TcpReassembler.feed_fields``.
+
+    A batch of segments stays alive until the front end has fed it all: tuples are the cheapest
+    to build and, unlike objects, the garbage collector stops traversing them after one pass.
+    """
+
+    _build = None  # the fields tuple as it is
+
+
+SegmentFields = tuple[tuple[str, int], tuple[str, int], int, int, int, int, bytes, int, float, bool, bytes]
+"""A ``TcpSegment``'s fields as a plain tuple, from a ``FieldsDecoder``."""
+
+
+class SegmentReader(CaptureReader):
+    """A capture reader that decodes as it reads: ``feed`` returns, per packet, its segment as
+    ``SegmentFields``, or its timestamp (a float) when it carries no TCP segment.
+
+    For the capture front end's per-packet loop.  Frames are decoded straight from the reader's
+    buffer (``PacketDecoder.decode_at``): no frame bytes, frame tuple or extra call per packet.
+    Same packets, same errors, same secrets as ``CaptureReader``; ``decoder.stats`` counts as
+    decoding every ``RawPacket`` would.
+    """
+
+    def __init__(self, decoder: FieldsDecoder | None = None) -> None:
+        super().__init__()
+        self.decoder = decoder if decoder is not None else FieldsDecoder()
+        decode_fields = self.decoder.decode_fields
+
+        # The rare records (Simple and obsolete Packet Blocks) come as fields, like any reader's.
+        def build(linktype: int, timestamp: float, data: bytes, caplen: int, origlen: int,
+                  _interface: int) -> SegmentFields | float:
+            return decode_fields(linktype, timestamp, data, caplen, origlen) or timestamp  # type: ignore[return-value]
+
+        self._build = build  # type: ignore[assignment]
+        self._build_at = self.decoder.decode_at

@@ -128,6 +128,11 @@ class CaptureReader:
 
     # Makes each packet from (linktype, timestamp, data, caplen, origlen, interface).
     _build: Callable[..., RawPacket] = staticmethod(_raw_packet)
+    # Optional fused decoder for the common records (classic pcap, Enhanced Packet Blocks):
+    # ``(linktype, timestamp, buf, start, end, truncated)`` makes the packet's item straight from
+    # ``buf[start:end]`` without slicing the frame out first; ``None`` from it stands for the
+    # packet's timestamp.  See ``packets.SegmentReader``.
+    _build_at: Callable[..., Any] | None = None
 
     def __init__(self) -> None:
         self._buf = bytearray()  # bytes not yet consumed (the start of an incomplete record)
@@ -258,6 +263,7 @@ class CaptureReader:
         end = len(buf)
         append = out.append
         build = self._build
+        build_at = self._build_at
         need = hdr_len
         while end - pos >= hdr_len:
             sec, frac, caplen, origlen = rec(buf, pos)
@@ -273,7 +279,11 @@ class CaptureReader:
                 # Some writers (and damage) put out-of-range fractions; keep going but do not
                 # let them roll into the next second silently.
                 frac = divisor - 1
-            append(build(linktype, sec + frac / divisor, buf[pos + hdr_len:stop], caplen, origlen, 0))
+            ts = sec + frac / divisor
+            if build_at is not None:
+                append(build_at(linktype, ts, buf, pos + hdr_len, stop, caplen < origlen) or ts)
+            else:
+                append(build(linktype, ts, buf[pos + hdr_len:stop], caplen, origlen, 0))
             pos = stop
         self._need = need
         return pos
@@ -290,6 +300,7 @@ class CaptureReader:
         need = 12
         append = out.append
         build = self._build
+        build_at = self._build_at
         e = self._endian
         epb_head = _EPB_HEAD[e].unpack_from
         u32 = _U32[e].unpack_from
@@ -314,8 +325,12 @@ class CaptureReader:
                         iface = interfaces[iface_id] if iface_id < len(interfaces) else self._iface(iface_id, pos)
                         ts = iface.offset + ((ts_hi << 32) | ts_lo) / iface.divisor
                         self._last_ts = ts
-                        append(build(iface.linktype, ts, buf[pos + 28:pos + 28 + caplen], caplen,
-                                     origlen, iface_id))
+                        if build_at is not None:
+                            append(build_at(iface.linktype, ts, buf, pos + 28, pos + 28 + caplen,
+                                            caplen < origlen) or ts)
+                        else:
+                            append(build(iface.linktype, ts, buf[pos + 28:pos + 28 + caplen], caplen,
+                                         origlen, iface_id))
                         pos = stop
                         continue
                 if buf[pos:pos + 4] == _PCAPNG_SHB:

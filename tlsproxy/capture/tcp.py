@@ -33,10 +33,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from heapq import heappop, heappush
 
-from tlsproxy.capture.packets import ACK, FIN, RST, SYN, TcpSegment, format_endpoint
+from tlsproxy.capture.packets import ACK, FIN, RST, SYN, SegmentFields, SegmentRecord, TcpSegment, format_endpoint
 from tlsproxy.fastbuild import frozen_builder
 from tlsproxy.wire.events import Direction
 
@@ -319,6 +320,36 @@ class TcpReassembler:
         else:
             self._new_tuple(seg, out)
         return out
+
+    def feed_fields(self, fields: SegmentFields) -> Sequence[StreamEvent]:
+        """``feed`` of a segment given as its fields (``packets.SegmentFields``), for the capture
+        front end's loop: the same events, as a list or a tuple.
+
+        The lean path is ``feed``'s own for its commonest case, plain data (or a bare ACK) exactly
+        at the next expected byte of a direction with nothing buffered, with no timer due; it is
+        decided before anything is changed, so every other segment takes ``feed`` unaltered.
+        """
+        src, dst, seq, _ack, flags, _window, data, _length, at, truncated, _options = fields
+        if at < self._timer_at and not flags & _SYN_FIN_RST and not truncated:
+            entry = self._table.get((src, dst))
+            if entry is not None:
+                conn, half = entry
+                if half.fast:
+                    if not data:
+                        self.stats.segments += 1
+                        conn.last_at = at
+                        return ()
+                    nxt = half.next
+                    if (seq - nxt) & _MASK == 0:
+                        self.stats.segments += 1
+                        conn.last_at = at
+                        half.next = nxt + len(data)
+                        tail = half.tail
+                        tail += data
+                        if len(tail) > 2 * RECENT_WINDOW:
+                            del tail[:-RECENT_WINDOW]
+                        return (_stream_data(conn.key, at, half.direction, data, nxt - half.base),)
+        return self.feed(SegmentRecord(*fields))
 
     def finish(self) -> list[StreamEvent]:
         """End of capture: flush buffered data (declaring holes as gaps) and close everything."""

@@ -18,8 +18,8 @@ from tlsproxy.capture import (
     StreamGap,
     TcpReassembler,
 )
-from tlsproxy.capture.packets import RecordDecoder
-from tlsproxy.capture.pcap import Frame, FrameReader, iter_batches
+from tlsproxy.capture.packets import RecordDecoder, SegmentFields, SegmentReader
+from tlsproxy.capture.pcap import Frame, iter_batches
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire import sniff
 from tlsproxy.wire.events import Direction
@@ -128,6 +128,38 @@ class CaptureAnalysis:
         finally:
             st.tcp_segments += segments
 
+    def segments(self, items: Sequence[SegmentFields | float]) -> None:
+        """``frames`` for packets already decoded by a ``SegmentReader``: per packet its
+        ``SegmentFields``, or its timestamp when it carries no TCP segment."""
+        if not items:
+            return
+        st = self.stats
+        st.packets += len(items)
+        if st.first_at is None:
+            first = items[0]
+            st.first_at = first if type(first) is float else first[8]  # type: ignore[index]
+        last = items[-1]
+        st.last_at = last if type(last) is float else last[8]  # type: ignore[index]
+        feed = self.tcp.feed_fields
+        active = self._active
+        data = self.pipeline.data
+        handlers = self._handlers
+        segments = 0
+        try:
+            for seg in items:
+                if type(seg) is float:
+                    continue
+                segments += 1
+                for event in feed(seg):  # type: ignore[arg-type]
+                    if type(event) is StreamData:  # the bulk of events: bytes of an analysed connection
+                        index = event.conn.index
+                        if index in active:
+                            data(index, event.direction, event.data, event.at)
+                            continue
+                    handlers[type(event)](event)
+        finally:
+            st.tcp_segments += segments
+
     def finish(self) -> CaptureStats:
         for event in self.tcp.finish():
             self._stream_event(event)
@@ -227,8 +259,8 @@ def analyze_capture(path: str | PathLike[str], pipeline: Pipeline, *, all_connec
             keylog.feed_text(text if text.endswith("\n") else text + "\n")
             analysis.stats.embedded_secrets += 1
     try:
-        for frames in iter_batches(path, FrameReader(), on_secrets=on_secrets):
-            analysis.frames(frames)
+        for items in iter_batches(path, SegmentReader(), on_secrets=on_secrets):
+            analysis.segments(items)
     except CaptureFormatError as exc:
         analysis.stats.error = str(exc)
     return analysis.finish()

@@ -98,7 +98,7 @@ class _Shard:
     batch_bytes: int = 0
     sent_through: int = 0  # highest sequence number sent
     done_through: int = 0  # highest sequence number the worker has answered for
-    results: deque[tuple[int, ShardOutput]] = field(default_factory=deque)
+    results: deque[tuple[Any, ...]] = field(default_factory=deque)  # (seq, text, journal, rows)
     worst: Severity | None = None
     reports: int = 0
     finished: bool = False
@@ -300,7 +300,8 @@ class ShardedPipeline:
             head = best.results[0][0]
             if any(_earliest_pending(s) < head for s in shards):
                 return  # a call before ``head`` may still print something
-            self.emit(best.results.popleft()[1])
+            _seq, text, journal, rows = best.results.popleft()
+            self.emit(ShardOutput(text, journal, rows))
 
     def _failure(self, shard: _Shard) -> str:
         shard.process.join(timeout=1.0)
@@ -345,7 +346,8 @@ def _serve(recv: Connection, send: Connection, build: Callable[[], WorkerSide], 
             return
         if batch is None:
             return
-        results: list[tuple[int, ShardOutput]] = []
+        # Outputs travel as plain tuples: a slotted dataclass unpickles through Python-level code.
+        results: list[tuple[Any, ...]] = []
         for call in batch:
             if call[1] == _DATA:
                 _seq, _op, conn_id, d, payload, at = call
@@ -354,6 +356,6 @@ def _serve(recv: Connection, send: Connection, build: Callable[[], WorkerSide], 
                 others[call[1]](*call[2:])
             out = collect()
             if out is not None:
-                results.append((call[0], out))
+                results.append((call[0], out.text, out.journal, out.rows))
         send.send_bytes(pickle.dumps((batch[-1][0], results, pipeline.worst, pipeline.reports_count),
                                      protocol=pickle.HIGHEST_PROTOCOL))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 
 from tlsproxy.analysis.model import Finding, Severity
@@ -165,6 +165,13 @@ class ConsoleSink:
                 target.file.write(render.strip_control_codes(items[0] + "\n"))  # type: ignore[operator]
             elif items:
                 target.file.write(render.strip_control_codes("\n".join(items) + "\n"))  # type: ignore[arg-type]
+            return
+        if len(items) > 1 and self._live is None:
+            # One print for the lines of one call: rich renders a Group's items exactly as it would
+            # one by one (each a block of its own lines), but sets up the print (console size,
+            # render hooks, the write) once instead of per line.  Not under the live status line,
+            # which is redrawn after every print: the bytes written stay those of one print a line.
+            target.print(Group(*items))
             return
         for item in items:
             target.print(item)

@@ -31,6 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tlsproxy.analysis.model import OUTCOMES, Diagnosis, Finding, Severity
+from tlsproxy.fastbuild import remember
 from tlsproxy.netaddr import format_addr as _addr
 from tlsproxy.sinks.describe import message_dict, message_name, ssl2_spec_name, sslv2_name
 from tlsproxy.wire import events as ev
@@ -582,8 +583,29 @@ def render_finding(label: ConnLabel, finding: Finding, *, verbose: bool = False,
 
 def render_finding_plain(label: ConnLabel, finding: Finding, *, verbose: bool = False,
                          quiet: bool = False) -> list[str]:
-    """:func:`render_finding` as unstyled strings, for pipes and files."""
-    return [line.plain for line in _finding_lines(PlainLine, label, finding, verbose, quiet)]
+    """:func:`render_finding` as unstyled strings, for pipes and files.
+
+    A capture repeats the same findings (same words) on thousands of connections: what follows a
+    line's prefix is a function of the finding's text fields alone, so it is rendered once per
+    distinct finding and only the prefix (clock, connection) is built per call."""
+    key = (finding.code, finding.severity, finding.title, finding.detail, finding.hints, verbose)
+    body = _FINDING_BODIES.get(key)
+    if body is None:
+        lines = [line.plain for line in _finding_lines(PlainLine, _NO_LABEL, finding, verbose, False)]
+        cut = len(_PREFIX_PAD if finding.event_seq is not None else
+                  _clock(_NO_LABEL, finding.at) + _plain_tag(0, finding.direction))
+        body = (lines[0][cut:], tuple(lines[1:]))
+        remember(_FINDING_BODIES, key, body, _MEMO_LIMIT)
+    head = (_clock(label, finding.at) + _plain_tag(label.id, finding.direction)
+            if quiet or finding.event_seq is None else _PREFIX_PAD) + body[0]
+    return [head, *body[1]] if body[1] else [head]
+
+
+# What a plain finding says after its prefix, by (code, severity, title, detail, hints, verbose):
+# (the rest of its first line, its further lines).  Bounded; see fastbuild.remember.
+_FINDING_BODIES: dict[tuple, tuple[str, tuple[str, ...]]] = {}
+_MEMO_LIMIT = 512
+_NO_LABEL = ConnLabel(id=0)
 
 
 def _finding_lines(new: LineClass, label: ConnLabel, finding: Finding, verbose: bool, quiet: bool) -> list[Line]:
@@ -654,6 +676,71 @@ def diagnosis_lines(diagnosis: Diagnosis, *, findings: Sequence[Finding] = (), e
     """The diagnosis as ``(label, text, style)`` lines, shared by the panel and the plain form:
     outcome, who gave up where, cause, what to check, offer against choice, timings, the close.
     ``counts``: the findings' (errors, warnings, infos) when the caller has counted them already."""
+    out = list(_diagnosis_head(diagnosis)[0])
+    out.extend(_diagnosis_tail(diagnosis, findings, end, counts))
+    return out
+
+
+def _diagnosis_head(diagnosis: Diagnosis) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]:
+    """The lines of a diagnosis from its outcome to its negotiation, as ``(label, text, style)``
+    and as plain ``"    label text"`` strings.
+
+    They depend on the diagnosis's words and negotiation only, which a capture repeats from
+    connection to connection (the same offers, the same server, the same failure), so they are
+    rendered once per distinct diagnosis; only timings, counts and the close differ per connection.
+    The negotiation (a fresh dict of dicts and lists per connection) is matched by ``==``, which
+    runs in C, under a key of the words and the negotiation's shape: its keys in order and the
+    exact type of every value, so that values equal but printed otherwise (``1`` and ``True``) or
+    keys in another order never match.  Only negotiations of plain values are kept (_storable)."""
+    negotiation = diagnosis.negotiation
+    key = (diagnosis.outcome, diagnosis.certain, diagnosis.gave_up, diagnosis.step, diagnosis.cause,
+           diagnosis.checks, tuple([(k, tuple(v), tuple(map(type, v.values()))) if type(v) is dict else (k, type(v))
+                                    for k, v in negotiation.items()]))
+    bucket = _DIAGNOSIS_HEADS.get(key)
+    if bucket is not None:
+        for kept, head in bucket:
+            if kept == negotiation:
+                return head
+    lines = tuple(_diagnosis_head_lines(diagnosis))
+    head = (lines, tuple([f"    {h}{t}" for h, t, _ in lines]))
+    if _storable(negotiation):
+        if bucket is None:
+            bucket = []
+            remember(_DIAGNOSIS_HEADS, key, bucket, _MEMO_LIMIT)
+        elif len(bucket) >= _BUCKET_LIMIT:
+            del bucket[0]
+        # A private copy: the memo's key material must not change under it.
+        bucket.append(({k: {kk: list(vv) if type(vv) is list else vv for kk, vv in v.items()} if type(v) is dict
+                        else v for k, v in negotiation.items()}, head))
+    return head
+
+
+# The rendered heads of diagnoses (see _diagnosis_head): by (words, negotiation shape), a few
+# (negotiation, head) pairs each.  Bounded: _MEMO_LIMIT keys, _BUCKET_LIMIT pairs a key.
+_DIAGNOSIS_HEADS: dict[tuple, list[tuple[dict[str, object], tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]]]] = {}
+_BUCKET_LIMIT = 8
+# Values that print the same whenever they compare equal and have the same exact type.
+_PLAIN_VALUES = frozenset({str, type(None), bool, int})
+
+
+def _storable(negotiation: dict[str, object]) -> bool:
+    """The negotiation holds only plain values (strings, ``None``, flags, counts, lists of
+    strings, one level of dicts of these), for which equal means printed the same."""
+    plain = _PLAIN_VALUES
+    for value in negotiation.values():
+        if type(value) is dict:
+            for v in value.values():
+                if type(v) is list:
+                    if not all(type(item) is str for item in v):
+                        return False
+                elif type(v) not in plain:
+                    return False
+        elif type(value) not in plain:
+            return False
+    return True
+
+
+def _diagnosis_head_lines(diagnosis: Diagnosis) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     outcome = diagnosis.outcome + (" (inferred)" if not diagnosis.certain else "")
     meaning = OUTCOMES.get(diagnosis.outcome)
@@ -672,6 +759,13 @@ def diagnosis_lines(diagnosis: Diagnosis, *, findings: Sequence[Finding] = (), e
         out.append(("negotiation (offered → chosen):", "", ""))
         out.extend([("", f"  {key}: {value if type(value) is str else _neg_value(value)}", "")
                     for key, value in diagnosis.negotiation.items()])
+    return out
+
+
+def _diagnosis_tail(diagnosis: Diagnosis, findings: Sequence[Finding], end: Any,
+                    counts: tuple[int, int, int] | None) -> list[tuple[str, str, str]]:
+    """The per-connection lines of a diagnosis: timings, finding counts, the close."""
+    out: list[tuple[str, str, str]] = []
     if diagnosis.timings:
         out.append(("timings: ", ", ".join([f"{k} {v * 1000:.1f} ms" for k, v in diagnosis.timings.items()]), ""))
     if counts is None:
@@ -720,8 +814,8 @@ def render_diagnosis_plain_lines(label: ConnLabel, diagnosis: Diagnosis, *, titl
     """:func:`render_diagnosis_plain` as a list of strings (not stripped of control codes);
     ``counts`` as for :func:`diagnosis_lines`."""
     head = f"#{label.id} diagnosis {diagnosis.outcome}" + (f"  {title_extra}" if title_extra else "")
-    lines = [head]
-    lines.extend([f"    {h}{t}" for h, t, _ in diagnosis_lines(diagnosis, findings=findings, end=end, counts=counts)])
+    lines = [head, *_diagnosis_head(diagnosis)[1]]
+    lines.extend([f"    {h}{t}" for h, t, _ in _diagnosis_tail(diagnosis, findings, end, counts)])
     return lines
 
 

@@ -57,6 +57,8 @@ _EV = dict(frozen=True, slots=True, kw_only=True)
 
 @dataclass(**_EV)
 class Event:
+    """Base of every event: the direction, the stream offset and the feed time."""
+
     direction: Direction
     offset: int
     at: float

@@ -67,12 +67,16 @@ class Extension:
 
 @dataclass(**_V)
 class KeyShareEntry:
+    """One key share: the group and the key's length (the key itself is not kept)."""
+
     group: int
     key_exchange_length: int
 
 
 @dataclass(**_V)
 class OfferedPsks:
+    """A ClientHello's pre_shared_key: counts, ages and lengths, never the identities."""
+
     identity_count: int
     obfuscated_ticket_ages: tuple[int, ...]
     identity_lengths: tuple[int, ...]
@@ -81,6 +85,8 @@ class OfferedPsks:
 
 @dataclass(**_V)
 class StatusRequest:
+    """status_request (RFC 6066 8): the request, or a TLS 1.3 entry's stapled response."""
+
     status_type: int
     responder_id_list_length: int = 0
     request_extensions_length: int = 0
@@ -89,6 +95,8 @@ class StatusRequest:
 
 @dataclass(**_V)
 class EchClientHello:
+    """encrypted_client_hello in a ClientHello: the outer fields, lengths only."""
+
     ech_type: int  # 0 outer, 1 inner
     kdf_id: int | None = None
     aead_id: int | None = None
@@ -99,6 +107,8 @@ class EchClientHello:
 
 @dataclass(**_V)
 class Padding:
+    """padding (RFC 7685): its length, and whether it is all zero bytes as required."""
+
     length: int
     all_zero: bool
 
@@ -153,12 +163,14 @@ def _key_share(r: Reader, ctx: str) -> tuple[KeyShareEntry, ...] | KeyShareEntry
         return r.u16("selected_group")
     if ctx == SERVER_HELLO:
         group = r.u16("group")
-        return _key_share_entry(group, len(r.vec(2, "key_exchange")))
+        return _key_share_entry(group, r.vec_len(2, "key_exchange"))
     shares = r.sub(2, "client_shares")
     out = []
     while not shares.at_end():
         group = shares.u16("group")
-        out.append(_key_share_entry(group, len(shares.vec(2, "key_exchange"))))
+        # Only the length is kept: vec_len skips the key (1 KiB and more for a post-quantum
+        # share) without copying it, with vec's checks.
+        out.append(_key_share_entry(group, shares.vec_len(2, "key_exchange")))
     return tuple(out)
 
 

@@ -78,6 +78,8 @@ class Empty(Message):
 
 @dataclass(**_M)
 class ClientHello(_HasExtensions, Message):
+    """What the client offers (RFC 8446 4.1.2; RFC 5246 7.4.1.2)."""
+
     legacy_version: int
     random: bytes = field(repr=False)
     session_id: bytes = field(repr=False)
@@ -104,6 +106,8 @@ class ClientHello(_HasExtensions, Message):
 
 @dataclass(**_M)
 class ServerHello(_HasExtensions, Message):
+    """What the server chose; also a HelloRetryRequest (RFC 8446 4.1.3)."""
+
     legacy_version: int
     random: bytes = field(repr=False)
     session_id: bytes = field(repr=False)
@@ -126,6 +130,8 @@ class ServerHello(_HasExtensions, Message):
 
 @dataclass(**_M)
 class NewSessionTicket(_HasExtensions, Message):
+    """A session ticket: lengths only, the ticket itself is never kept."""
+
     ticket_lifetime: int
     ticket_age_add: int | None
     ticket_nonce_length: int | None
@@ -135,11 +141,15 @@ class NewSessionTicket(_HasExtensions, Message):
 
 @dataclass(**_M)
 class EncryptedExtensions(_HasExtensions, Message):
+    """TLS 1.3: the server's extensions that need no cleartext."""
+
     extensions: tuple[Extension, ...]
 
 
 @dataclass(**_M)
 class CertificateEntry(_HasExtensions):
+    """One certificate of a chain, with its TLS 1.3 per-entry extensions."""
+
     cert_data: bytes = field(repr=False)
     info: CertificateInfo
     extensions: tuple[Extension, ...] = ()
@@ -174,6 +184,8 @@ class ServerKeyExchange(Message):
 
 @dataclass(**_M)
 class CertificateRequest(_HasExtensions, Message):
+    """The server asks for a client certificate (TLS 1.3 or <= 1.2 layout)."""
+
     certificate_request_context: bytes | None  # TLS 1.3
     certificate_types: tuple[int, ...]  # TLS <= 1.2
     signature_algorithms: tuple[int, ...] | None
@@ -183,34 +195,46 @@ class CertificateRequest(_HasExtensions, Message):
 
 @dataclass(**_M)
 class CertificateVerify(Message):
+    """A proof of the certificate's key: the algorithm and the signature's length."""
+
     algorithm: int | None  # None before TLS 1.2
     signature_length: int
 
 
 @dataclass(**_M)
 class ClientKeyExchange(Message):
+    """The client's key exchange (TLS <= 1.2): its kind and length only."""
+
     kind: str  # "rsa" | "dh" | "ecdh" | "psk" | "unknown"
     exchange_length: int
 
 
 @dataclass(**_M)
 class Finished(Message):
+    """Finished: only the length of verify_data is kept."""
+
     verify_data_length: int
 
 
 @dataclass(**_M)
 class CertificateStatus(Message):
+    """A stapled OCSP response (RFC 6066 8): its type and length."""
+
     status_type: int
     response_length: int
 
 
 @dataclass(**_M)
 class KeyUpdate(Message):
+    """TLS 1.3 KeyUpdate (RFC 8446 4.6.3)."""
+
     request_update: int
 
 
 @dataclass(**_M)
 class CompressedCertificate(Message):
+    """A Certificate compressed with RFC 8879: algorithm and both lengths."""
+
     algorithm: int
     uncompressed_length: int
     compressed_length: int

@@ -53,6 +53,8 @@ class SSLv2ClientHello(SSLv2Message):
 
 @dataclass(**_M)
 class SSLv2ServerHello(SSLv2Message):
+    """An SSL 2.0 SERVER-HELLO."""
+
     session_id_hit: int
     certificate_type: int
     version: int
@@ -63,6 +65,8 @@ class SSLv2ServerHello(SSLv2Message):
 
 @dataclass(**_M)
 class SSLv2ClientMasterKey(SSLv2Message):
+    """An SSL 2.0 CLIENT-MASTER-KEY: after it, every record is encrypted."""
+
     cipher_kind: int
     clear_key_length: int
     encrypted_key_length: int

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from tlsproxy.analysis import chain as chainlib
 from tlsproxy.analysis.catalog import CATALOG, make_finding
-from tlsproxy.analysis.model import Finding, Severity
+from tlsproxy.analysis.model import Finding, Severity, build_finding
+from tlsproxy.fastbuild import remember
 from tlsproxy.wire import events as ev
 from tlsproxy.wire.certs import CertificateInfo
 from tlsproxy.wire.messages import Certificate
@@ -51,26 +52,121 @@ def on_server_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, msg: Certific
     if msg.is_empty:
         t.server_chain_problems.append("the server sent no certificate")
         return [make_finding("CERT_EMPTY_SERVER_CHAIN", direction=d, seq=seq, at=at)]
-    chain = tuple(e.info for e in msg.entries)
-    facts = _chain_facts(chain)
+    chain = chain_of(msg)
+    facts = _facts_of(chain)
     out = [make_finding("CERT_CHAIN_SEEN", facts.seen, direction=d, seq=seq, at=at)]
-    out += _check_chain(t, seq, hs, chain, facts, client=False)
+    out += _check_server_chain(t, seq, hs, chain, facts)
     return out
+
+
+# The wire layer's decode memo hands out one Certificate object per distinct message, so a chain a
+# capture repeats arrives as the same object again: its certificates and facts are found by identity
+# first, before the value-keyed cache, whose key hashes every field of every certificate.  Each entry
+# keeps its key object alive, so an id cannot be reused while it is in the memo.
+_CHAIN_BY_MESSAGE: dict[int, tuple[Certificate, tuple[CertificateInfo, ...]]] = {}
+_FACTS_BY_CHAIN: dict[int, tuple[tuple[CertificateInfo, ...], _ChainFacts]] = {}
+_IDENTITY_MEMO_ENTRIES = 256
+
+
+def chain_of(msg: Certificate) -> tuple[CertificateInfo, ...]:
+    """The certificates of a Certificate message, as a tuple (the same tuple for the same message)."""
+    hit = _CHAIN_BY_MESSAGE.get(id(msg))
+    if hit is not None and hit[0] is msg:
+        return hit[1]
+    chain = tuple(e.info for e in msg.entries)
+    remember(_CHAIN_BY_MESSAGE, id(msg), (msg, chain), _IDENTITY_MEMO_ENTRIES)
+    return chain
+
+
+def _facts_of(chain: tuple[CertificateInfo, ...]) -> _ChainFacts:
+    hit = _FACTS_BY_CHAIN.get(id(chain))
+    if hit is not None and hit[0] is chain:
+        return hit[1]
+    facts = _chain_facts(chain)
+    remember(_FACTS_BY_CHAIN, id(chain), (chain, facts), _IDENTITY_MEMO_ENTRIES)
+    return facts
 
 
 def check_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: Sequence[CertificateInfo], *,
                 client: bool) -> list[Finding]:
     chain = tuple(chain)
-    return _check_chain(t, seq, hs, chain, _chain_facts(chain), client=client)
+    return _check_chain(t, seq, hs, chain, _facts_of(chain), client=client)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What ``_check_chain`` did for a server chain, replayable on another connection whose time
+    falls in [since, until): no certificate's validity is in question then and path validation
+    (cached to the minute) gives the same answer, so only the host and the trust store are left,
+    and they are in the key."""
+
+    facts: _ChainFacts  # the key holds its id: kept alive here so that id is not reused
+    trust: bytes | None
+    since: datetime
+    until: datetime
+    findings: tuple[tuple[str, Severity, str, str, tuple[str, ...]], ...]  # (code, severity, title, detail, hints)
+    problems: tuple[str, ...]  # appended to server_chain_problems
+    verified: str | None  # set as server_chain_verified (None: left alone)
+
+
+# A capture shows the same chain for the same host on thousands of connections within minutes.
+_SERVER_VERDICTS: dict[tuple[int, str | None, str, bool], _Verdict] = {}
+_SERVER_VERDICTS_ENTRIES = 256
+_MINUTE = timedelta(minutes=1)
+_ASK = object()  # _check_chain: ask the tracker
+
+
+def _check_server_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: tuple[CertificateInfo, ...],
+                        facts: _ChainFacts) -> list[Finding]:
+    """``_check_chain`` for a server chain, replayed from ``_SERVER_VERDICTS`` when it can be."""
+    d, at = hs.direction, hs.at
+    now = t.now_for(at)
+    trust = t.trust()
+    host, source = expected_host(t)
+    key = (id(facts), host, source, t.options.trust_pems is not None)
+    hit = _SERVER_VERDICTS.get(key)
+    if (hit is not None and hit.facts is facts and hit.trust is trust and now.tzinfo is not None
+            and hit.since <= now < hit.until):
+        t.server_chain_problems.extend(hit.problems)
+        if hit.verified is not None:
+            t.server_chain_verified = hit.verified
+        return [build_finding(code, severity, title, detail, hints, d, seq, at)
+                for code, severity, title, detail, hints in hit.findings]
+    problems = t.server_chain_problems
+    before = len(problems)
+    previous, t.server_chain_verified = t.server_chain_verified, None  # to see whether this check sets it
+    out = _check_chain(t, seq, hs, chain, facts, client=False, now=now, trust=trust)
+    verified = t.server_chain_verified
+    if verified is None:
+        t.server_chain_verified = previous
+    window = _quiet_minute(facts, now)
+    if window is not None and all(f.direction is d and f.event_seq == seq and f.at == at for f in out):
+        remember(_SERVER_VERDICTS, key, _Verdict(
+            facts, trust, window[0], window[1], tuple((f.code, f.severity, f.title, f.detail, f.hints) for f in out),
+            tuple(problems[before:]), verified), _SERVER_VERDICTS_ENTRIES)
+    return out
+
+
+def _quiet_minute(facts: _ChainFacts, now: datetime) -> tuple[datetime, datetime] | None:
+    """The part of ``now``'s minute (path validation's granularity) in which no certificate of the
+    chain has a validity problem, or None when ``now`` is not in such a time."""
+    quiet = facts.quiet
+    if quiet is None or now.tzinfo is None or not quiet[0] <= now < quiet[1]:
+        return None
+    minute = now.replace(second=0, microsecond=0)  # as _trust rounds it
+    return max(quiet[0], minute), min(quiet[1], minute + _MINUTE)
 
 
 def _check_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: tuple[CertificateInfo, ...],
-                 facts: _ChainFacts, *, client: bool) -> list[Finding]:
+                 facts: _ChainFacts, *, client: bool, now: datetime | None = None,
+                 trust: bytes | None | object = _ASK) -> list[Finding]:
+    """``now`` and ``trust`` are the tracker's (``t.now_for``, ``t.trust()``) unless given."""
     d, at = hs.direction, hs.at
     who = "client" if client else "server"
     problems = t.client_chain_problems if client else t.server_chain_problems
     out: list[Finding] = []
-    now = t.now_for(at)
+    if now is None:
+        now = t.now_for(at)
 
     def add(code: str, message: str, severity: Severity | None = None) -> None:
         text = f"{who.capitalize()} chain: {message}."
@@ -88,7 +184,7 @@ def _check_chain(t: Tracker, seq: int, hs: ev.HandshakeMessage, chain: tuple[Cer
             add(code, message, severity)
     trusted: bool | None = None
     if not client:
-        trust_findings, trusted = _trust(t, seq, hs, facts, now)
+        trust_findings, trusted = _trust(t, seq, hs, facts, now, t.trust() if trust is _ASK else trust)
     for p in facts.order:
         if p.code == "chain_empty":
             continue
@@ -124,6 +220,29 @@ class _ChainFacts:
     no_server_auth: str | None  # the CERT_NO_SERVER_AUTH_EKU message (server chains)
     ders: tuple[bytes, ...]
     decodable: bool  # every certificate loaded (path validation needs that)
+    quiet: tuple[datetime, datetime] | None  # [since, until): no validity problem in any certificate then
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _quiet_window(chain: tuple[CertificateInfo, ...]) -> tuple[datetime, datetime] | None:
+    """When ``chainlib.validity_problems`` finds nothing in any certificate of the chain (valid,
+    and not within the expiry warning), as [since, until); None for never (or an unreadable date)."""
+    since, until = _EARLIEST, _LATEST
+    try:
+        for info in chain:
+            if info.parse_error is not None:
+                continue  # not judged for validity
+            start, end = info.not_before, info.not_after
+            if start is None or end is None or end < start:
+                return None
+            since = max(since, start)
+            until = min(until, end - chainlib.EXPIRY_WARNING)  # end - now > warning  <=>  now < end - warning
+    except (TypeError, OverflowError):  # naive dates, or a notAfter too close to year 1
+        return None
+    return (since, until) if since < until else None
 
 
 @lru_cache(maxsize=256)
@@ -148,7 +267,7 @@ def _chain_facts(chain: tuple[CertificateInfo, ...]) -> _ChainFacts:
     return _ChainFacts(seen=seen, checks=tuple(_certificate_checks(info, index) for index, info in enumerate(chain)),
                        order=chainlib.chain_order_problems(chain), ca_as_leaf=ca_as_leaf,
                        no_server_auth=no_server_auth, ders=tuple(c.der for c in chain),
-                       decodable=not any(c.parse_error is not None for c in chain))
+                       decodable=not any(c.parse_error is not None for c in chain), quiet=_quiet_window(chain))
 
 
 def _certificate_checks(info: CertificateInfo, index: int) -> tuple[tuple[str, str, Severity | None], ...]:
@@ -236,12 +355,11 @@ def _hostname(t: Tracker, seq: int, hs: ev.HandshakeMessage, leaf: CertificateIn
                          f"subjectAltName (DNS/IP names: {names}{cn}).", direction=hs.direction, seq=seq, at=hs.at)]
 
 
-def _trust(t: Tracker, seq: int, hs: ev.HandshakeMessage, facts: _ChainFacts,
-           now: datetime) -> tuple[list[Finding], bool | None]:
+def _trust(t: Tracker, seq: int, hs: ev.HandshakeMessage, facts: _ChainFacts, now: datetime,
+           trust: bytes | None) -> tuple[list[Finding], bool | None]:
     """Path validation of the server chain: (findings, True when it validated, False when it did
     not, None when it could not run).  The finding's problem is added to the diagnosis's list by
-    the caller, after the others."""
-    trust = t.trust()
+    the caller, after the others.  ``trust`` is ``t.trust()``."""
     if trust is None or not facts.decodable:
         return [], None
     minute = now.replace(second=0, microsecond=0)

@@ -59,7 +59,7 @@ def on_client_certificate(t: Tracker, seq: int, hs: ev.HandshakeMessage, msg: Ce
         return [make_finding("CLIENT_CERT_EMPTY", "The client answered the certificate request with an empty "
                              "Certificate: it had no certificate it was willing to send." + names,
                              direction=d, seq=seq, at=at)]
-    chain = tuple(e.info for e in msg.entries)
+    chain = certificates.chain_of(msg)
     leaf = chain[0]
     out = [make_finding("CLIENT_CERT_SENT", f"The client sent {len(chain)} certificate(s): "
                         f"{leaf.subject or '?'} issued by {leaf.issuer or '?'}.", direction=d, seq=seq, at=at)]

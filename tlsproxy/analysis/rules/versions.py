@@ -7,6 +7,7 @@ X means "X and, probably, some versions below" (the minimum is not on the wire).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from tlsproxy.analysis.catalog import make_finding
@@ -57,7 +58,10 @@ def _offered_versions(ch: ClientHello | None, v2: SSLv2ClientHello | None) -> tu
 
 
 def offered_text(t: Tracker) -> str:
-    versions, explicit = offered_versions(t)
+    return _offered_text(*offered_versions(t))
+
+
+def _offered_text(versions: tuple[int, ...], explicit: bool) -> str:
     if not versions:
         return "nothing (no ClientHello seen)"
     if explicit:
@@ -90,27 +94,34 @@ def on_record(t: Tracker, seq: int, rec: ev.Record, side: Side) -> list[Finding]
 
 
 def on_client_hello(t: Tracker, seq: int, hs: ev.HandshakeMessage, ch: ClientHello) -> list[Finding]:
-    out: list[Finding] = []
-    versions, explicit = offered_versions(t)
     d, at = hs.direction, hs.at
-    top = client_max(t)
+    return [make_finding(code, detail, direction=d, seq=seq, at=at)
+            for code, detail in _client_offer_notes(*offered_versions(t))]
+
+
+@lru_cache(maxsize=256)
+def _client_offer_notes(versions: tuple[int, ...], explicit: bool) -> tuple[tuple[str, str], ...]:
+    """(finding code, detail) for what is wrong with an offer of ``versions``; cached because a
+    client repeats its offer on every connection."""
+    out: list[tuple[str, str]] = []
+
+    def add(code: str, detail: str) -> None:
+        out.append((code, detail))
+
+    top = max(versions, key=_rank) if versions else None  # client_max
     if explicit and SSL3_0 in versions:
-        out.append(make_finding("VERSION_SSL3_OFFERED", "The client's supported_versions include SSL 3.0.",
-                                direction=d, seq=seq, at=at))
+        add("VERSION_SSL3_OFFERED", "The client's supported_versions include SSL 3.0.")
     if top is not None and _rank(top) < TLS1_2:
-        out.append(make_finding(
-            "VERSION_CLIENT_MAX_DEPRECATED",
-            f"The client offers at most {version_name(top)}: servers following RFC 8996 refuse it.",
-            direction=d, seq=seq, at=at))
+        add("VERSION_CLIENT_MAX_DEPRECATED",
+            f"The client offers at most {version_name(top)}: servers following RFC 8996 refuse it.")
     elif explicit and any(v in (TLS1_0, TLS1_1) for v in versions):
-        out.append(make_finding(
-            "VERSION_DEPRECATED_OFFERED",
-            f"The client offers {offered_text(t)}, including deprecated TLS 1.0/1.1.", direction=d, seq=seq, at=at))
+        add("VERSION_DEPRECATED_OFFERED",
+            f"The client offers {_offered_text(versions, explicit)}, including deprecated TLS 1.0/1.1.")
     drafts = [v for v in versions if _is_draft(v)]
     if drafts:
-        out.append(make_finding("TLS13_DRAFT_VERSION", "The client offers pre-standard TLS 1.3 versions: "
-                                + ", ".join(version_name(v) for v in drafts) + ".", direction=d, seq=seq, at=at))
-    return out
+        add("TLS13_DRAFT_VERSION",
+            "The client offers pre-standard TLS 1.3 versions: " + ", ".join(version_name(v) for v in drafts) + ".")
+    return tuple(out)
 
 
 def on_server_hello(t: Tracker, seq: int, hs: ev.HandshakeMessage, sh: ServerHello) -> list[Finding]:

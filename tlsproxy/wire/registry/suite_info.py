@@ -30,6 +30,8 @@ from .cipher_suites import ALL_CIPHER_SUITES
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CipherSuiteInfo:
+    """Facts about one cipher suite, derived from its name (see the module docstring)."""
+
     name: str
     key_exchange: str
     authentication: str
@@ -187,12 +189,26 @@ def parse_suite_name(name: str) -> CipherSuiteInfo:
     )
 
 
-#: Parsed once at import (a few hundred names), so lookups are a dict hit.
-SUITE_INFO: dict[int, CipherSuiteInfo] = {
-    value: parse_suite_name(name) for value, name in ALL_CIPHER_SUITES.items()
-}
+# Parsed on first lookup, not at import: parsing every name (a few hundred) cost ~10 ms of start-up
+# while a run meets a few dozen suites.  Bounded by the name table; values are frozen.
+_parsed: dict[int, CipherSuiteInfo] = {}
 
 
 def cipher_suite_info(v: int) -> CipherSuiteInfo | None:
     """Parsed facts for a known cipher suite (SCSVs included); ``None`` for unknown and GREASE."""
-    return SUITE_INFO.get(v)
+    info = _parsed.get(v)
+    if info is None:
+        name = ALL_CIPHER_SUITES.get(v)
+        if name is None:
+            return None
+        info = _parsed[v] = parse_suite_name(name)
+    return info
+
+
+def __getattr__(name: str) -> object:
+    """``SUITE_INFO``, every known suite parsed, built when first asked for (see ``_parsed``)."""
+    if name == "SUITE_INFO":
+        table = {value: cipher_suite_info(value) for value in ALL_CIPHER_SUITES}
+        globals()["SUITE_INFO"] = table
+        return table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
