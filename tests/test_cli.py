@@ -245,3 +245,17 @@ def test_max_handshake_size_option_reaches_the_parser():
     out = subprocess.run([sys.executable, "-m", "tlsproxy", "analyze", "--json", "--max-handshake-size", "1000",
                           str(capture)], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert "over the 1000-byte cap" in json.dumps(json.loads(out.stdout))
+
+
+def test_analyze_in_process_leaves_the_collector_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """``analyze`` tunes the cycle collector for its run; a caller in the same process gets it back."""
+    import gc
+
+    capture = CORPUS / "ja4" / "tls-handshake.pcapng"
+    if not capture.exists():
+        pytest.skip("corpus capture ja4/tls-handshake.pcapng not available (../shared/corpus)")
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    assert main(["analyze", "-q", "-j", "1", str(capture)]) == 0
+    assert " diagnosis " in capsys.readouterr().out  # it really analysed the capture
+    assert gc.get_threshold() == threshold
+    assert gc.get_freeze_count() == frozen

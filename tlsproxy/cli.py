@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import os
 import signal
@@ -355,12 +356,6 @@ async def _tick(observer: Any) -> None:
 
 
 async def cmd_analyze(ns: argparse.Namespace) -> int:
-    from tlsproxy.pipeline import Pipeline
-
-    try:
-        from tlsproxy.frontends.capture import analyze_capture
-    except ImportError as exc:  # pragma: no cover - only while the capture front end is missing
-        raise CliError(f"capture analysis is not available in this build ({exc})", EXIT_INPUT) from None
     for f in ns.files:
         if not Path(f).is_file():
             raise CliError(f"{f}: no such file", EXIT_INPUT)
@@ -373,6 +368,30 @@ async def cmd_analyze(ns: argparse.Namespace) -> int:
     keylog_file = open_keylog(ns, follow=False)
     # Always a key log: a pcapng may carry its own secrets (Decryption Secrets Blocks).
     keylog = keylog_file.keylog if keylog_file is not None else KeyLog()
+    with _batch_gc():
+        return await _analyze(ns, jobs, outputs, options, run, keylog)
+
+
+@contextlib.contextmanager
+def _batch_gc() -> Any:
+    """A capture's analysis makes millions of short-lived objects and keeps few: what is loaded by
+    then (modules, the trust store) is set aside from the cycle collector, and young objects are
+    collected less often (about 3% of the run's instructions; memory stays bounded).  Undone
+    afterwards, for callers that go on in the same process."""
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+async def _analyze(ns: argparse.Namespace, jobs: int, outputs: Outputs, options: Any, run: Any, keylog: Any) -> int:
+    from tlsproxy.frontends.capture import analyze_capture
+    from tlsproxy.pipeline import Pipeline
+
     pipeline: Any
     if jobs > 1:
         # Forked before anything starts a thread (the session writer, the status line).
