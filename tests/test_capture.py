@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.capture_support import RecordingPipeline
 from tlsproxy.capture.packets import (
     ACK,
     FIN,
@@ -969,28 +970,6 @@ def test_frame_reader_and_record_decoder_give_the_same_fields(name: str) -> None
     assert rec.stats == dec.stats
 
 
-class _Calls:
-    """A pipeline that records every call it gets."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def open(self, info) -> None:  # noqa: ANN001
-        self.calls.append(("open", info))
-
-    def data(self, *args) -> None:  # noqa: ANN002
-        self.calls.append(("data", *args))
-
-    def eof(self, *args) -> None:  # noqa: ANN002
-        self.calls.append(("eof", *args))
-
-    def gap(self, *args) -> None:  # noqa: ANN002
-        self.calls.append(("gap", *args))
-
-    def close(self, *args) -> None:  # noqa: ANN002
-        self.calls.append(("close", *args))
-
-
 @pytest.mark.parametrize("name", ["ja4/tls-handshake.pcapng", "suricata-verify/tls_DER-incomplete-header.pcap",
                                   "zeek/smtp-starttls.pcap"])
 def test_analyze_capture_makes_the_same_calls_as_feeding_packets_one_by_one(name: str) -> None:
@@ -998,9 +977,9 @@ def test_analyze_capture_makes_the_same_calls_as_feeding_packets_one_by_one(name
     from tlsproxy.frontends.capture import CaptureAnalysis, analyze_capture
 
     path = capture(name)
-    fast = _Calls()
+    fast = RecordingPipeline()
     stats = analyze_capture(path, fast)
-    slow = _Calls()
+    slow = RecordingPipeline()
     analysis = CaptureAnalysis(slow)
     packets, error = read_packets(path)
     for raw in packets:

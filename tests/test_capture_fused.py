@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.capture_support import RecordingPipeline
 from tlsproxy.capture.packets import ACK, FIN, PSH, RST, SYN, FieldsDecoder, PacketDecoder, SegmentReader
 from tlsproxy.capture.pcap import CaptureFormatError, CaptureReader
 from tlsproxy.capture.tcp import TcpReassembler
@@ -91,28 +92,9 @@ def test_feed_fields_gives_the_events_feed_gives(path: Path) -> None:
 def test_analyze_capture_makes_the_calls_of_the_general_path(path: Path) -> None:
     """analyze_capture (SegmentReader + feed_fields) against CaptureAnalysis.packet per RawPacket."""
 
-    class Calls:
-        def __init__(self) -> None:
-            self.calls: list[tuple] = []
-
-        def open(self, info) -> None:  # noqa: ANN001
-            self.calls.append(("open", info))
-
-        def data(self, *args) -> None:  # noqa: ANN002
-            self.calls.append(("data", *args))
-
-        def eof(self, *args) -> None:  # noqa: ANN002
-            self.calls.append(("eof", *args))
-
-        def gap(self, *args) -> None:  # noqa: ANN002
-            self.calls.append(("gap", *args))
-
-        def close(self, *args) -> None:  # noqa: ANN002
-            self.calls.append(("close", *args))
-
-    fast = Calls()
+    fast = RecordingPipeline()
     stats = analyze_capture(path, fast, all_connections=True)
-    slow = Calls()
+    slow = RecordingPipeline()
     analysis = CaptureAnalysis(slow, all_connections=True)
     reader = CaptureReader()
     try:

@@ -18,7 +18,7 @@ from tlsproxy.capture import (
     StreamGap,
     TcpReassembler,
 )
-from tlsproxy.capture.packets import RecordDecoder, SegmentFields, SegmentReader
+from tlsproxy.capture.packets import FieldsDecoder, SegmentFields, SegmentReader
 from tlsproxy.capture.pcap import Frame, iter_batches
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire import sniff
@@ -81,7 +81,7 @@ class CaptureAnalysis:
         self.pipeline = pipeline
         self.all_connections = all_connections
         self.stats = CaptureStats()
-        self.decoder = RecordDecoder()
+        self.decoder = FieldsDecoder()  # for frames(); analyze_capture decodes as it reads
         self.tcp = TcpReassembler()
         self._pending: dict[int, _Pending] = {}
         self._active: set[int] = set()
@@ -97,36 +97,10 @@ class CaptureAnalysis:
         self.frames(((raw.linktype, raw.timestamp, raw.data, raw.caplen, raw.origlen, raw.interface),))
 
     def frames(self, frames: Sequence[Frame]) -> None:
-        """The per-packet loop: packets as ``Frame`` tuples (from a ``FrameReader``), decoded,
-        reassembled and dispatched without building a ``RawPacket`` or a ``TcpSegment`` each."""
-        if not frames:
-            return
-        st = self.stats
-        st.packets += len(frames)
-        if st.first_at is None:
-            st.first_at = frames[0][1]
-        st.last_at = frames[-1][1]
+        """Packets as ``Frame`` tuples (from a ``FrameReader``): decoded here, then as ``segments``."""
         decode = self.decoder.decode_fields
-        feed = self.tcp.feed
-        active = self._active
-        data = self.pipeline.data
-        handlers = self._handlers
-        segments = 0
-        try:
-            for linktype, timestamp, frame, caplen, origlen, _interface in frames:
-                seg = decode(linktype, timestamp, frame, caplen, origlen)
-                if seg is None:
-                    continue
-                segments += 1
-                for event in feed(seg):
-                    if type(event) is StreamData:  # the bulk of events: bytes of an analysed connection
-                        index = event.conn.index
-                        if index in active:
-                            data(index, event.direction, event.data, event.at)
-                            continue
-                    handlers[type(event)](event)
-        finally:
-            st.tcp_segments += segments
+        self.segments([decode(linktype, timestamp, frame, caplen, origlen) or timestamp
+                       for linktype, timestamp, frame, caplen, origlen, _interface in frames])
 
     def segments(self, items: Sequence[SegmentFields | float]) -> None:
         """``frames`` for packets already decoded by a ``SegmentReader``: per packet its
