@@ -22,7 +22,6 @@ from tlsproxy.wire import events as ev
 from tlsproxy.wire.certs import decode_certificate
 from tlsproxy.wire.events import Direction
 from tlsproxy.wire.registry import (
-    ALL_CIPHER_SUITES,
     cipher_suite_name,
     group_name,
     is_grease,

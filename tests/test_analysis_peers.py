@@ -6,7 +6,9 @@ and a Tracker, and checks the finding codes and the diagnosis' key words.
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,6 +240,33 @@ def test_weak_key_and_sha1_signature(tmp_path: Path) -> None:
     tracker = analyse(session.chunks, options=opts(pki))
     assert {"CERT_WEAK_KEY", "CERT_WEAK_SIGNATURE"} <= codes(tracker)
     assert "1024-bit RSA" in next(f.detail for f in tracker.findings if f.code == "CERT_WEAK_KEY")
+    d = tracker.diagnose()
+    assert d.outcome == "established" and "warning" in d.cause
+
+
+@pytest.mark.parametrize(("serial", "flagged"), [("-5", True), ("0", False)])
+def test_negative_serial_number(tmp_path: Path, serial: str, flagged: bool) -> None:
+    """cryptography refuses to make such a certificate; openssl makes it, and OpenSSL peers use it."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-set_serial", serial, "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-days", "365", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cert)
+    client.maximum_version = TLS12  # the certificate in the clear
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    session = run_session(client, server)
+    assert session.established  # OpenSSL accepts it: only stricter clients would not
+    tracker = analyse(session.chunks, options=AnalysisOptions(trust_pems=cert.read_bytes()))
+    found = [f for f in tracker.findings if f.code == "CERT_SERIAL_NEGATIVE"]
+    if not flagged:  # zero breaks no common client (long-trusted roots have it): no alarm
+        assert found == [] and not any("serial" in p for p in problems(tracker))
+        return
+    assert len(found) == 1 and found[0].severity is Severity.warning
+    assert "has a negative serial number (-0x5); Go clients since 1.23 refuse" in found[0].detail
     d = tracker.diagnose()
     assert d.outcome == "established" and "warning" in d.cause
 

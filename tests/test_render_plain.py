@@ -17,7 +17,7 @@ from rich.text import Text
 
 from tlsproxy.analysis.model import Diagnosis, Finding, Severity
 from tlsproxy.frontends.capture import analyze_capture
-from tlsproxy.pipeline import ConnectionEnd, ConnectionInfo, Pipeline, RunInfo
+from tlsproxy.pipeline import ConnectionEnd, ConnectionInfo, Pipeline
 from tlsproxy.sinks import render
 from tlsproxy.sinks.console import ConsoleSink, make_console
 from tlsproxy.sinks.render import ConnLabel, PlainLine

@@ -297,6 +297,12 @@ _ENTRIES: tuple[Entry, ...] = (
           explanation="A certificate (other than a trust anchor) is signed with MD5 or SHA-1; collisions make "
                       "these signatures forgeable and clients reject them.",
           hints=("Reissue with SHA-256.",)),
+    Entry(code="CERT_SERIAL_NEGATIVE", topic="certificates", severity=W, title="Negative serial number",
+          explanation="A certificate in the chain has a negative serial number, which RFC 5280 forbids. Most TLS "
+                      "stacks accept it anyway, but Go clients since 1.23 refuse to parse it (\"x509: negative "
+                      "serial number\") unless run with GODEBUG=x509negativeserial=1, so the same server works "
+                      "from one client and fails from another.",
+          hints=("Reissue the certificate with a positive serial number (CA tools use 16 to 20 random bytes).",)),
     Entry(code="CERT_NO_SERVER_AUTH_EKU", topic="certificates", severity=W, title="Server certificate lacks serverAuth",
           explanation="The server certificate has an extended key usage extension without serverAuth; clients "
                       "reject it for TLS servers.",

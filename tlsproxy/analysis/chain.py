@@ -12,7 +12,8 @@ Codes returned (``ChainProblem.code``):
 ``chain_empty``, ``cert_undecodable``, ``chain_duplicate``, ``chain_misordered``,
 ``chain_unrelated_certificate``, ``chain_extra_after_root``, ``chain_missing_intermediate``,
 ``chain_self_signed`` (chain_order_problems);
-``weak_rsa_key``, ``weak_ec_key``, ``dsa_key`` (weak_key); ``weak_signature_hash`` (weak_signature).
+``weak_rsa_key``, ``weak_ec_key``, ``dsa_key`` (weak_key); ``weak_signature_hash`` (weak_signature);
+``serial_negative`` (serial_problem).
 
 ``VerifyResult.code``: ``verified``, ``hostname_mismatch``, ``no_subject_alt_name``, ``expired``,
 ``not_yet_valid``, ``untrusted_issuer``, ``forbidden_signature_algorithm``, ``weak_issuer_key``, ``wrong_key_usage``,
@@ -53,6 +54,7 @@ __all__ = [
     "chains_to_any",
     "hostname_matches",
     "normalize_dn",
+    "serial_problem",
     "validity_problems",
     "verify_chain",
     "weak_key",
@@ -388,6 +390,20 @@ def weak_signature(
         return None
     return ChainProblem(code="weak_signature_hash",
                         message=f"{_who(info, index)} is signed with {name} ({info.signature_algorithm})",
+                        index=index)
+
+
+def serial_problem(info: CertificateInfo, *, index: int | None = None) -> ChainProblem | None:
+    """A negative serial number, which RFC 5280 (4.1.2.2) forbids.  Most TLS stacks accept it, but
+    Go (since 1.23) refuses to parse it, so the same chain works with curl and fails from a Go
+    client.  A zero serial, as some long-trusted roots have, is left alone: no common client
+    refuses it."""
+    serial = info.serial
+    if serial is None or not serial.startswith("-"):
+        return None
+    return ChainProblem(code="serial_negative",
+                        message=f"{_who(info, index)} has a negative serial number (-0x{serial[1:]}); Go clients "
+                                f"since 1.23 refuse to parse it (\"x509: negative serial number\")",
                         index=index)
 
 

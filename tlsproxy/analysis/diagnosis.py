@@ -229,8 +229,8 @@ def _no_alert(t: Tracker) -> _Decision:
                     (f"If a real {who} did this, check its log; a port check or health probe may reset on purpose.",))
         gone = who or "client"
         return (f"closed_by_{gone}" if gone in ("client", "server") else "incomplete", True, who, step,
-                f"The connection closed before the client sent a ClientHello (a port check, health probe or a client "
-                f"that gave up).", ("If a real client did this, check that it is configured for TLS on this port.",))
+                "The connection closed before the client sent a ClientHello (a port check, health probe or a client "
+                "that gave up).", ("If a real client did this, check that it is configured for TLS on this port.",))
     if how == "idle_timeout":
         outcome = "no_server_hello" if t.server_hello is None and not t.sslv2 else "incomplete"
         return (outcome, True, turn, step, f"The handshake stopped {step} and the connection timed out.{owed_text}",

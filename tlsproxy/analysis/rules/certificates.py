@@ -42,6 +42,7 @@ _CODES = {
     "weak_ec_key": "CERT_WEAK_KEY",
     "dsa_key": "CERT_WEAK_KEY",
     "weak_signature_hash": "CERT_WEAK_SIGNATURE",
+    "serial_negative": "CERT_SERIAL_NEGATIVE",
 }
 # Problems the diagnosis lists when a peer rejected the chain (info-level ones are left out).
 _NOT_A_PROBLEM = {"CHAIN_EXTRA_AFTER_ROOT", "CERT_EXPIRING_SOON"}
@@ -271,8 +272,8 @@ def _chain_facts(chain: tuple[CertificateInfo, ...]) -> _ChainFacts:
 
 
 def _certificate_checks(info: CertificateInfo, index: int) -> tuple[tuple[str, str, Severity | None], ...]:
-    """Key strength, signature hash and unreadable fields of the certificate at ``index``, as
-    (finding code, message, severity override), in the order they are reported."""
+    """Key strength, signature hash, serial number and unreadable fields of the certificate at
+    ``index``, as (finding code, message, severity override), in the order they are reported."""
     if info.parse_error is not None:
         return ()
     out: list[tuple[str, str, Severity | None]] = []
@@ -282,6 +283,9 @@ def _certificate_checks(info: CertificateInfo, index: int) -> tuple[tuple[str, s
     sig = chainlib.weak_signature(info, index=index)
     if sig is not None:
         out.append((_CODES[sig.code], sig.message, None))
+    serial = chainlib.serial_problem(info, index=index)
+    if serial is not None:
+        out.append((_CODES[serial.code], serial.message, None))
     if info.errors:
         out.append(("CERT_UNPARSABLE", f"certificate {index}: fields that could not be read: "
                     f"{'; '.join(info.errors)}", Severity.warning))
