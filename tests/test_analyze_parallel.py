@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tlsproxy.capture.pcap import iter_packets
-from tlsproxy.frontends.parallel import ShardedPipeline, ShardOutput, WorkerFailed
+from tlsproxy.frontends.parallel import PIPE_SIZE, ShardedPipeline, ShardOutput, WorkerFailed
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire.events import Direction
 
@@ -296,3 +296,17 @@ def test_calls_arrive_in_the_worker_unchanged() -> None:
         expected.append(f"close {n} {end!r}\n")
     sharded.finish()
     assert "".join(written) == "".join(expected)
+
+
+def test_worker_input_pipes_are_widened() -> None:
+    """Bulk data goes to a worker in few writes: its input pipe holds 1 MiB where Linux allows it."""
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("no F_GETPIPE_SZ on this platform")
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < PIPE_SIZE:
+        pytest.skip("this system's pipe-max-size is below 1 MiB")
+    pipeline = ShardedPipeline(1, lambda: Echo(), lambda out: None)
+    try:
+        assert fcntl.fcntl(pipeline.shards[0].send.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_SIZE
+    finally:
+        pipeline.finish()
