@@ -471,6 +471,17 @@ def test_upstream_unreachable_and_empty_connections() -> None:
     assert "NO_CLIENT_HELLO" in codes(probe) and probe.diagnose().outcome == "closed_by_client"
 
 
+def test_server_reset_before_any_client_hello() -> None:
+    """A server that resets a new connection at once is refusing TLS here: said as such, with what to
+    check on the server side (not the port-check advice meant for clients)."""
+    tracker = analyse([], eof=(), how="reset", by="server")
+    d = tracker.diagnose()
+    assert (d.outcome, d.gave_up) == ("reset_by_server", "server")
+    assert "before any ClientHello reached it" in d.cause and "access rule" in d.cause
+    assert any("connection limits" in c for c in d.checks)
+    assert not any("health probe" in c for c in d.checks)
+
+
 def test_every_outcome_is_documented() -> None:
     from tools.gen_findings_doc import render
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 
 import pytest
@@ -214,6 +215,30 @@ def test_fixed_mode_connect_timeout_resets_the_client(stuck_server):
         summary = relay.observer.only_closed()
     assert summary.how == "upstream_failed" and "within 0.3 s" in summary.reason
     assert 0.25 <= summary.duration < 5
+
+
+def _reset_at_once(conn: socket.socket) -> None:
+    """A server that accepts and resets at once (an access rule, a full server)."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_fixed_mode_upstream_that_resets_at_once_is_a_reset_by_the_server():
+    """However the race between our connect and its reset goes, the server was reached and reset the
+    connection: never reported as "could not connect" (upstream_failed)."""
+    attempts = 20
+    upstream = serve(_reset_at_once, count=attempts)
+    with RelayThread(fixed(upstream.address)) as relay:
+        for _ in range(attempts):
+            with socket.create_connection(relay.address) as c:
+                c.settimeout(10)
+                try:
+                    c.sendall(b"\x16\x03\x01")
+                    while c.recv(100):
+                        pass
+                except ConnectionResetError:
+                    pass
+        summaries = relay.observer.wait_closed(attempts)
+    assert {(s.how, s.by) for s in summaries} == {("reset", "server")}
 
 
 # -- SOCKS5 ----------------------------------------------------------------------------------------

@@ -224,6 +224,13 @@ def _no_alert(t: Tracker) -> _Decision:
                 ("Look at the proxy's log for the socket error.",))
     who = closer(t, how, t.end_by)
     if t.client_hello is None and t.sslv2_hello is None:
+        if how == "reset" and who == "server":
+            return ("reset_by_server", True, "server", step,
+                    "The server reset the connection before any ClientHello reached it: it is not taking TLS "
+                    "connections here (an access rule for the address it sees, a connection limit, a service "
+                    "shutting down), or something in front of it reset the connection.",
+                    ("Check the server's log and its access rules and connection limits.",
+                     "Check for a load balancer or firewall in front of it that resets new connections."))
         if how == "reset" and who:
             return (f"reset_by_{who}", True, who, step, f"The {who} reset the connection before any ClientHello.",
                     (f"If a real {who} did this, check its log; a port check or health probe may reset on purpose.",))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from tlsproxy.wire.peek import MAX_PEEK, peek_server_name
 
 # Failure kinds reported by the upstream connector (see upstream.py).
-DNS, REFUSED, UNREACHABLE, TIMEOUT, ERROR = "dns", "refused", "unreachable", "timeout", "error"
+DNS, REFUSED, UNREACHABLE, TIMEOUT, RESET, ERROR = "dns", "refused", "unreachable", "timeout", "reset", "error"
 # Refusals decided by the proxy before connecting.
 NOT_ALLOWED, FULL = "not_allowed", "full"
 

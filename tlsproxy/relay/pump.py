@@ -388,8 +388,11 @@ class RelayConnection:
             sock, peer = await open_upstream(loop, host, port, self.server.config.connect_timeout)
         except UpstreamError as exc:
             if self.state == CONNECTING:
-                by = "server" if exc.kind == _modes.REFUSED else "proxy"
-                self._reject(self.mode.failed(exc.kind, exc.reason), how="upstream_failed", by=by)
+                by = "server" if exc.kind in (_modes.REFUSED, _modes.RESET) else "proxy"
+                # A server that accepted and reset at once was reached: the same end as when its
+                # reset comes a moment later, after the connect was seen to finish.
+                how = "reset" if exc.kind == _modes.RESET else "upstream_failed"
+                self._reject(self.mode.failed(exc.kind, exc.reason), how=how, by=by)
             return
         if self.state != CONNECTING:
             sock.close()

@@ -13,9 +13,12 @@ import ipaddress
 import socket
 
 from tlsproxy.relay.config import format_hostport
-from tlsproxy.relay.modes import DNS, ERROR, REFUSED, TIMEOUT, UNREACHABLE
+from tlsproxy.relay.modes import DNS, ERROR, REFUSED, RESET, TIMEOUT, UNREACHABLE
 
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EADDRNOTAVAIL}
+# The TCP handshake completed and the server (or something in front of it) reset the connection
+# before the connect was seen to finish: it answered, so this is not "could not connect".
+_RESET = {errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
 
 
 class UpstreamError(Exception):
@@ -65,6 +68,8 @@ async def _connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> tup
     codes = {e.errno for _, e in errors}
     if codes == {errno.ECONNREFUSED}:
         raise UpstreamError(REFUSED, f"connection refused by {where}")
+    if codes <= _RESET:
+        raise UpstreamError(RESET, f"{where}: the server accepted the connection and reset it at once")
     if codes == {errno.ETIMEDOUT}:
         raise UpstreamError(TIMEOUT, f"connect timed out: {where}")
     if codes & _UNREACHABLE and codes <= _UNREACHABLE | {errno.ECONNREFUSED}:
