@@ -53,6 +53,7 @@ __all__ = [
     "chain_order_problems",
     "chains_to_any",
     "hostname_matches",
+    "hostname_matches_names",
     "normalize_dn",
     "serial_problem",
     "validity_problems",
@@ -158,12 +159,13 @@ def hostname_matches(info: CertificateInfo, host: str) -> HostnameMatch:
     """
     # Every connection to a host checks the same name against the same certificate: cached by the
     # only fields the answer depends on.
-    return _hostname_matches(host, info.sans_ip, info.sans_dns, info.sans_other, info.subject_cn)
+    return hostname_matches_names(host, info.sans_ip, info.sans_dns, info.sans_other, info.subject_cn)
 
 
 @lru_cache(maxsize=1024)
-def _hostname_matches(host: str, sans_ip: tuple[str, ...], sans_dns: tuple[str, ...], sans_other: tuple[str, ...],
-                      subject_cn: str | None) -> HostnameMatch:
+def hostname_matches_names(host: str, sans_ip: tuple[str, ...], sans_dns: tuple[str, ...],
+                           sans_other: tuple[str, ...], subject_cn: str | None) -> HostnameMatch:
+    """:func:`hostname_matches` from the certificate's names alone (cached by them)."""
     host = host.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -171,7 +171,7 @@ def _render(key: tuple) -> _Frozen:  # type: ignore[type-arg]
     if leaf is not None:
         cert_names = sans_dns[:16] + sans_ip[:8]
         if host:
-            match = chainlib._hostname_matches(host, sans_ip, sans_dns, sans_other, subject_cn).matches
+            match = chainlib.hostname_matches_names(host, sans_ip, sans_dns, sans_other, subject_cn).matches
     out["server_name"] = {"sni": sni, "checked": host, "checked_from": source,
                           "certificate_names": cert_names, "matches": match}
     return (*((name, tuple(part.items())) for name, part in out.items()), ("resumed", resumed))
