@@ -5,8 +5,9 @@
 Makes a real capture on loopback (dumpcap on ``lo``, so root or capture rights are needed):
 a Python TLS server, thousands of real handshakes (TLS 1.2 and 1.3, some failing mutual-TLS ones)
 and some bulk data.  Then times ``tlsproxy analyze -q`` (one analysis process per usable CPU, and
-with ``-j 1``) and ``tshark -r FILE -Y tls`` on it and prints them, with the peak memory of each
-(``/usr/bin/time -v`` style, from ``resource``: the largest single process).
+with ``-j 1``) and ``tshark -r FILE -Y tls`` on it and prints, for each command, its time, the
+CPU time of all its processes and its peak memory (``/usr/bin/time -v`` style, from
+``resource``: the largest single process).
 
 The three commands take turns, ``--repeat`` times (a shared machine's load drifts during a run),
 and each is reported by its median and its best time.  tlsproxy's modules are compiled to
@@ -129,16 +130,17 @@ _MEASURE = (
     "import resource, subprocess, sys, time\n"
     "t = time.perf_counter()\n"
     "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(time.perf_counter() - t, u.ru_maxrss, u.ru_utime + u.ru_stime)\n"
 )
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of ``cmd``, measured in a wrapper of its own so that the
-    peaks of different commands never mix."""
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (all its processes) of ``cmd``, measured in a
+    wrapper of its own so that the figures of different commands never mix."""
     out = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, check=True)
-    elapsed, rss_kb = out.stdout.split()
-    return float(elapsed), int(rss_kb) / 1024
+    elapsed, rss_kb, cpu = out.stdout.split()
+    return float(elapsed), int(rss_kb) / 1024, float(cpu)
 
 
 def main() -> None:
@@ -167,18 +169,21 @@ def main() -> None:
         "tshark -r -Y tls": ["tshark", "-r", str(path), "-Y", "tls"],
     }
     runs: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
     peaks: dict[str, float] = dict.fromkeys(commands, 0.0)
     for _ in range(max(1, args.repeat)):
         for name, cmd in commands.items():
-            elapsed, rss = timed(cmd)
+            elapsed, rss, cpu = timed(cmd)
             runs[name].append(elapsed)
+            cpus[name].append(cpu)
             peaks[name] = max(peaks[name], rss)
     width = max(map(len, commands))
     for name, times in runs.items():
         median = statistics.median(times)
         per = " (per process)" if name == "tlsproxy analyze -q" else ""
         print(f"{name + ':':{width + 1}} {median:6.2f} s median, {min(times):6.2f} s best"
-              f"  ({size / 1e6 / median:6.1f} MB/s)  peak RSS {peaks[name]:.0f} MB{per}")
+              f"  ({size / 1e6 / median:6.1f} MB/s)  CPU {statistics.median(cpus[name]):5.2f} s"
+              f"  peak RSS {peaks[name]:.0f} MB{per}")
     ours, single, theirs = (statistics.median(t) for t in runs.values())
     print(f"tlsproxy is {theirs / ours:.1f}x {'faster' if ours < theirs else 'slower'} than tshark"
           f" ({theirs / single:.1f}x with one process), by the medians of {len(runs['tshark -r -Y tls'])} runs")

@@ -27,12 +27,10 @@ from tlsproxy.capture.packets import (
     PSH,
     SYN,
     PacketDecoder,
-    RecordDecoder,
-    SegmentRecord,
     TcpSegment,
     parse_tcp_options,
 )
-from tlsproxy.capture.pcap import CaptureFormatError, CaptureReader, FrameReader, RawPacket, iter_packets
+from tlsproxy.capture.pcap import CaptureFormatError, CaptureReader, RawPacket, iter_packets
 from tlsproxy.capture.tcp import (
     MAX_OUT_OF_ORDER,
     ConnectionFinished,
@@ -933,47 +931,13 @@ def test_reset_grace_periods_end_in_the_order_of_the_resets() -> None:
     assert r.open_connections == 1  # the ACK's own, which nothing decided yet
 
 
-# -- the capture front end's own route: frames and segment records instead of the dataclasses -----
-
-
-def fields_of(obj: object, names: tuple[str, ...]) -> tuple:
-    return tuple(getattr(obj, n) for n in names)
-
-
-RAW_FIELDS = ("linktype", "timestamp", "data", "caplen", "origlen", "interface")
-SEGMENT_FIELDS = ("src", "dst", "seq", "ack", "flags", "window", "payload", "length", "timestamp",
-                  "truncated", "options")
-
-
-@pytest.mark.parametrize("name", ["ja4/tls-handshake.pcapng", "hotplace/tls13-handshake-failure.pcapng",
-                                  "suricata-verify/tls_DER-incomplete-header.pcap", "illustrated/illustrated-tls13.pcap"])
-def test_frame_reader_and_record_decoder_give_the_same_fields(name: str) -> None:
-    data = corpus_bytes(name)
-    for size in (len(data), 4093):
-        packets, frames = [], []
-        for reader, out in ((CaptureReader(), packets), (FrameReader(), frames)):
-            try:
-                for i in range(0, len(data), size):
-                    out.extend(reader.feed(data[i:i + size]))
-                reader.close()
-            except CaptureFormatError as exc:
-                out.append(str(exc))
-        assert [p if isinstance(p, str) else fields_of(p, RAW_FIELDS) for p in packets] == frames
-    dec, rec = PacketDecoder(), RecordDecoder()
-    for raw in (p for p in packets if not isinstance(p, str)):
-        seg = dec.decode(raw)
-        record = rec.decode_fields(raw.linktype, raw.timestamp, raw.data, raw.caplen, raw.origlen)
-        assert (seg is None) == (record is None)
-        if seg is not None:
-            assert type(record) is SegmentRecord
-            assert fields_of(record, SEGMENT_FIELDS) == fields_of(seg, SEGMENT_FIELDS)
-    assert rec.stats == dec.stats
+# -- the capture front end: batches decoded as they are read, against one packet at a time ------
 
 
 @pytest.mark.parametrize("name", ["ja4/tls-handshake.pcapng", "suricata-verify/tls_DER-incomplete-header.pcap",
                                   "zeek/smtp-starttls.pcap"])
 def test_analyze_capture_makes_the_same_calls_as_feeding_packets_one_by_one(name: str) -> None:
-    """analyze_capture's frame loop against CaptureAnalysis.packet with RawPackets."""
+    """analyze_capture's batch loop against CaptureAnalysis.packet with RawPackets."""
     from tlsproxy.frontends.capture import CaptureAnalysis, analyze_capture
 
     path = capture(name)

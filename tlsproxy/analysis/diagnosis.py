@@ -165,12 +165,7 @@ def _hung_up(t: Tracker, h: HangUp) -> _Decision:
                     f"The client closed the connection before it sent a ClientHello (a port check, health probe or "
                     f"a client that gave up).{after}",
                     ("If a real client did this, check that it is configured for TLS on this port.",))
-        return ("closed_by_server", True, "server", h.step,
-                f"The server closed the connection {duration(h.since_start)} after it opened, before any ClientHello "
-                f"reached it: it is not taking TLS connections here (a connection limit, an access rule, a service "
-                f"shutting down), or something in front of it closed the connection.{after}",
-                ("Check the server's log and its connection limits.",
-                 "Check for a load balancer or firewall in front of it that closes new connections."))
+        return _server_refused_tls("closed", h.step, f" {duration(h.since_start)} after it opened,", after)
     if h.side == "client" and not h.server_hello:
         return _client_left_early(t, "closed", h.since_client_hello, h.since_start, h.step, after)
     return _ended(t, how="fin", who=h.side, step=h.step, turn=h.turn, owed=h.owed, after=after)
@@ -211,6 +206,18 @@ def _client_left_early(t: Tracker, verb: str, since_hello: float | None, since_s
              "Check for a firewall or proxy swallowing the ClientHello."))
 
 
+def _server_refused_tls(verb: str, step: str, since: str = "", after: str = "") -> _Decision:
+    """The server closed (``verb`` "closed") or reset a new connection before any ClientHello
+    reached it: it is not taking TLS there, or something in front of it is not."""
+    present = "closes" if verb == "closed" else "resets"
+    return (f"{verb}_by_server", True, "server", step,
+            f"The server {verb} the connection{since} before any ClientHello reached it: it is not taking TLS "
+            f"connections here (an access rule for the address it sees, a connection limit, a service shutting "
+            f"down), or something in front of it {verb} the connection.{after}",
+            ("Check the server's log, its access rules and its connection limits.",
+             f"Check for a load balancer or firewall in front of it that {present} new connections."))
+
+
 def _no_alert(t: Tracker) -> _Decision:
     how = t.end_how
     step = t.step_text()
@@ -225,12 +232,7 @@ def _no_alert(t: Tracker) -> _Decision:
     who = closer(t, how, t.end_by)
     if t.client_hello is None and t.sslv2_hello is None:
         if how == "reset" and who == "server":
-            return ("reset_by_server", True, "server", step,
-                    "The server reset the connection before any ClientHello reached it: it is not taking TLS "
-                    "connections here (an access rule for the address it sees, a connection limit, a service "
-                    "shutting down), or something in front of it reset the connection.",
-                    ("Check the server's log and its access rules and connection limits.",
-                     "Check for a load balancer or firewall in front of it that resets new connections."))
+            return _server_refused_tls("reset", step)
         if how == "reset" and who:
             return (f"reset_by_{who}", True, who, step, f"The {who} reset the connection before any ClientHello.",
                     (f"If a real {who} did this, check its log; a port check or health probe may reset on purpose.",))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from tlsproxy.capture.pcap import CaptureReader, RawPacket
 from tlsproxy.fastbuild import frozen_builder, remember
 
-__all__ = ["TcpSegment", "SegmentRecord", "SegmentFields", "PacketDecoder", "RecordDecoder", "FieldsDecoder",
+__all__ = ["TcpSegment", "SegmentRecord", "SegmentFields", "PacketDecoder", "FieldsDecoder",
            "SegmentReader", "DecodeStats", "parse_tcp_options", "format_endpoint",
            "FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
 
@@ -80,11 +80,12 @@ class TcpSegment:
 
 
 class SegmentRecord:
-    """A ``TcpSegment``'s fields in a plain slotted class, for the capture front end's per-packet loop.
+    """A ``TcpSegment``'s fields in a plain slotted class, for the reassembler's general path
+    under ``TcpReassembler.feed_fields``.
 
     Building a frozen dataclass costs one descriptor call per field (eleven here); this one is
     filled by a single ``__init__``.  ``TcpReassembler`` reads only these attributes, so it takes
-    either.  Not hashable, not frozen: nobody outside that loop ever sees one.
+    either.  Not hashable, not frozen: nobody outside the reassembler ever sees one.
     """
 
     __slots__ = ("src", "dst", "seq", "ack", "flags", "window", "payload", "length", "timestamp",
@@ -233,7 +234,7 @@ class PacketDecoder:
 
     def decode_fields(self, linktype: int, timestamp: float, data: bytes, caplen: int,
                       origlen: int) -> TcpSegment | None:
-        """``decode`` of a packet given as its fields (as ``FrameReader`` hands them out)."""
+        """``decode`` of a packet given as its fields."""
         return self.decode_at(linktype, timestamp, data, 0, len(data), caplen < origlen)
 
     def decode_at(self, linktype: int, timestamp: float, buf: bytes, off: int, end: int,
@@ -483,12 +484,6 @@ class PacketDecoder:
                      socket.inet_ntop(socket.AF_INET6, pair[16:]))
         remember(self._addrs, pair, names, self._ADDR_CACHE_MAX)
         return names
-
-
-class RecordDecoder(PacketDecoder):
-    """A ``PacketDecoder`` that gives ``SegmentRecord``s (the capture front end's loop)."""
-
-    _build = SegmentRecord  # type: ignore[assignment]
 
 
 class FieldsDecoder(PacketDecoder):

@@ -24,7 +24,7 @@ from typing import Any
 
 from tlsproxy.fastbuild import frozen_builder
 
-__all__ = ["CaptureFormatError", "CaptureReader", "FrameReader", "Frame", "RawPacket", "iter_batches", "iter_packets", "CHUNK_SIZE"]
+__all__ = ["CaptureFormatError", "CaptureReader", "RawPacket", "iter_batches", "iter_packets", "CHUNK_SIZE"]
 
 CHUNK_SIZE = 1 << 20
 """How much ``iter_packets`` reads at a time (1 MiB): the reader's buffer never holds much more."""
@@ -68,14 +68,6 @@ class RawPacket:
 
 
 _raw_packet = frozen_builder(RawPacket)
-
-Frame = tuple[int, float, bytes, int, int, int]
-"""A ``RawPacket``'s fields as a plain tuple: (linktype, timestamp, data, caplen, origlen, interface)."""
-
-
-def _frame(*fields: object) -> tuple[object, ...]:
-    return fields
-
 
 # --- classic pcap -------------------------------------------------------------------------------
 
@@ -463,21 +455,10 @@ class CaptureReader:
                                 caplen, origlen, 0))
 
 
-class FrameReader(CaptureReader):
-    """A ``CaptureReader`` whose ``feed`` returns ``Frame`` tuples instead of ``RawPacket``s.
-
-    For the capture front end's per-packet loop, which unpacks the fields at once: a frozen,
-    slotted dataclass is filled through one descriptor call per field, several times the cost
-    of a tuple.  Same packets, same errors, same secrets.
-    """
-
-    _build = staticmethod(_frame)  # type: ignore[assignment]
-
-
 def iter_batches(path: str | PathLike[str], reader: CaptureReader, *, chunk_size: int = CHUNK_SIZE,
                  on_secrets: Callable[[str], None] | None = None) -> Iterator[list[Any]]:
     """Read a capture file ``chunk_size`` bytes at a time through ``reader``, yielding the
-    packets each chunk completes as one list (``RawPacket``s, or frames from a ``FrameReader``).
+    packets each chunk completes as one list (``RawPacket``s, or what the reader makes of them).
 
     ``on_secrets`` receives key log text embedded in the file, before the packets that follow it.
     Raises ``CaptureFormatError`` at the point of damage, after every packet before it.

@@ -19,7 +19,7 @@ from tlsproxy.capture import (
     TcpReassembler,
 )
 from tlsproxy.capture.packets import FieldsDecoder, SegmentFields, SegmentReader
-from tlsproxy.capture.pcap import Frame, iter_batches
+from tlsproxy.capture.pcap import iter_batches
 from tlsproxy.reports import ConnectionEnd, ConnectionInfo
 from tlsproxy.wire import sniff
 from tlsproxy.wire.events import Direction
@@ -81,7 +81,7 @@ class CaptureAnalysis:
         self.pipeline = pipeline
         self.all_connections = all_connections
         self.stats = CaptureStats()
-        self.decoder = FieldsDecoder()  # for frames(); analyze_capture decodes as it reads
+        self.decoder = FieldsDecoder()  # for packet(); analyze_capture decodes as it reads
         self.tcp = TcpReassembler()
         self._pending: dict[int, _Pending] = {}
         self._active: set[int] = set()
@@ -94,13 +94,8 @@ class CaptureAnalysis:
         }
 
     def packet(self, raw) -> None:  # noqa: ANN001 - a capture.RawPacket
-        self.frames(((raw.linktype, raw.timestamp, raw.data, raw.caplen, raw.origlen, raw.interface),))
-
-    def frames(self, frames: Sequence[Frame]) -> None:
-        """Packets as ``Frame`` tuples (from a ``FrameReader``): decoded here, then as ``segments``."""
-        decode = self.decoder.decode_fields
-        self.segments([decode(linktype, timestamp, frame, caplen, origlen) or timestamp
-                       for linktype, timestamp, frame, caplen, origlen, _interface in frames])
+        """One packet at a time (``analyze_capture`` decodes as it reads, in batches)."""
+        self.segments([self.decoder.decode(raw) or raw.timestamp])
 
     def segments(self, items: Sequence[SegmentFields | float]) -> None:
         """``frames`` for packets already decoded by a ``SegmentReader``: per packet its
